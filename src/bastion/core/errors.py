@@ -24,6 +24,8 @@ Tree (grouped by who must act)::
     │   ├── ToolTimeout               tool_timeout
     │   ├── ToolContractViolation     tool_contract_violation
     │   ├── InvalidModelOutput        invalid_model_output
+    │   │   └── ToolArgumentsInvalid  tool_arguments_invalid
+    │   ├── PreconditionFailed        tool_precondition_failed
     │   ├── MaxTurnsExceeded          max_turns_exceeded
     │   ├── RunTimeout                run_timeout
     │   ├── BudgetExceeded            budget_exceeded
@@ -213,6 +215,16 @@ class ToolContractViolation(ToolFailed):
 class InvalidModelOutput(RunError):
     code = "invalid_model_output"
     default_hint = "The model's reply could not be used; it was told the error and asked to retry."
+
+
+class ToolArgumentsInvalid(InvalidModelOutput):
+    code = "tool_arguments_invalid"
+    default_hint = "The model's tool arguments did not match the tool's schema; it was told why."
+
+
+class PreconditionFailed(RunError):
+    code = "tool_precondition_failed"
+    default_hint = "The call was refused before it ran; the model was told which condition failed."
 
 
 class MaxTurnsExceeded(RunError):
