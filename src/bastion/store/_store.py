@@ -354,10 +354,16 @@ class Store:
     # ---- claiming -------------------------------------------------------------------------
 
     async def claim_run(
-        self, owner: str, *, lease_seconds: float, now: float | None = None
+        self,
+        owner: str,
+        *,
+        lease_seconds: float,
+        now: float | None = None,
+        run_id: str | None = None,
     ) -> Run | None:
         """Take one runnable run (pending, or running with an expired lease) and lease it to
-        ``owner``. On PostgreSQL, concurrent claimers skip each other's locked rows."""
+        ``owner`` (only ``run_id`` if given). On PostgreSQL, concurrent claimers skip each
+        other's locked rows."""
         at = time.time() if now is None else now
         runnable = or_(
             and_(
@@ -367,6 +373,8 @@ class Store:
             and_(runs.c.status == RunStatus.RUNNING.value, runs.c.lease_expires_at < at),
         )
         pick = select(runs.c.id).where(runnable).order_by(runs.c.created_at).limit(1)
+        if run_id is not None:
+            pick = pick.where(runs.c.id == run_id)
         if self.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         values = {

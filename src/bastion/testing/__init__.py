@@ -6,19 +6,23 @@ unexpected or unconsumed call. ``FunctionModel``: your function decides each res
 """
 
 from bastion.testing._clock import FakeClock
+from bastion.testing._http import HttpStubServer, RecordedRequest, StubResponse
 from bastion.testing._models import (
     FunctionModel,
     ScriptedModel,
     UnconsumedResponses,
     UnexpectedModelCall,
-    reply,
     call,
+    reply,
 )
 
 __all__ = [
     "FakeClock",
     "FunctionModel",
+    "HttpStubServer",
+    "RecordedRequest",
     "ScriptedModel",
+    "StubResponse",
     "UnconsumedResponses",
     "UnexpectedModelCall",
     "call",

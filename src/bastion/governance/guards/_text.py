@@ -37,6 +37,14 @@ def strip_controls(text: str) -> str:
 _CONTROL_TABLE = {c: " " for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: " "}
 
 
+def same_length_lower(text: str) -> str:
+    """``text.lower()`` with offsets preserved (a few characters, like 'İ', lengthen when lowered)."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
 def iter_chunks(text: str, size: int, overlap: int) -> Iterator[tuple[int, str]]:
     """Yield ``(offset, chunk)`` covering ``text`` with consecutive chunks overlapping.
 

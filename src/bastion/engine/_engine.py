@@ -1,0 +1,319 @@
+"""The engine: submits runs, executes claimed runs to their next stop, and applies human and
+operator actions (decide, replay, cancel).
+
+Owns: run status transitions and what each outcome of an execution means for the run row
+(completed, waiting for a human, failed, dead letter, released). Does not own the phases of a
+step (``_loop``/``_plan``), claiming policy (``_worker``) or persistence (``store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.core.errors import (
+    AgentNotFound,
+    BastionError,
+    BudgetExceeded,
+    ConcurrentUpdate,
+    InvalidState,
+    LeaseLost,
+    MaxTurnsExceeded,
+    OutputValidationFailed,
+    PolicyDenied,
+    RunTimeout,
+    StoreError,
+    UserError,
+)
+from bastion.core.ids import new_id
+from bastion.core.records import Decision, Run, RunStatus, Step, StepStatus, WaitReason
+from bastion.engine._agent import Agent
+from bastion.engine._journal import Journal, StepObserver
+from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep, Suspend
+from bastion.engine._plan import run_plan_mode
+from bastion.store import Store
+
+log = logging.getLogger("bastion.engine")
+
+#: Outcomes that are the agent's own failure: final, replayable only by an operator's choice.
+_FAILED = (MaxTurnsExceeded, RunTimeout, BudgetExceeded, PolicyDenied, OutputValidationFailed)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+@dataclass(kw_only=True, frozen=True)
+class EngineOptions:
+    lease_seconds: float = 30.0
+    #: How often an executing worker checks for cancellation and renews its lease.
+    watch_interval: float = 1.0
+
+
+@dataclass(kw_only=True)
+class Engine:
+    store: Store
+    complete: Complete
+    agents: Mapping[str, Agent]
+    options: EngineOptions = field(default_factory=EngineOptions)
+    observer: StepObserver | None = None
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    # ---- submitting and reading ---------------------------------------------------------
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise AgentNotFound(
+                f"no agent named {name!r}", known=sorted(self.agents)
+            ) from None
+
+    async def submit(
+        self, agent: str, input: Any, *, tenant: str = "default", run_id: str | None = None
+    ) -> Run:
+        definition = self.agent(agent)
+        if input is None or input == "":
+            raise UserError("a run needs an input", hint="Pass the task as text or a JSON object.")
+        now = datetime.now(UTC)
+        run = Run(
+            id=run_id or new_id("run"),
+            tenant=tenant,
+            agent=definition.name,
+            input=input,
+            spec=definition.spec(),
+            spec_digest=definition.spec_digest(),
+            created_at=now,
+            updated_at=now,
+        )
+        return await self.store.create_run(run)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self.store.get_run(run_id)
+
+    async def get_steps(self, run_id: str) -> list[Step]:
+        await self.store.get_run(run_id)
+        return await self.store.get_steps(run_id)
+
+    # ---- executing ----------------------------------------------------------------------
+
+    async def execute(self, run: Run, *, owner: str) -> Run:
+        """Carry a run claimed by ``owner`` to its next stop and return the run as stored."""
+        agent = self.agent(run.agent)
+        recorded = await self.store.get_steps(run.id)
+        journal = Journal(
+            self.store,
+            run,
+            recorded,
+            owner=owner,
+            lease_seconds=self.options.lease_seconds,
+            observer=self.observer,
+        )
+        execution = RunExecution(
+            agent, run, journal, LoopDeps(complete=self.complete, sleep=self.sleep, rng=self.rng)
+        )
+        body = asyncio.ensure_future(self._drive(agent, execution))
+        watcher = asyncio.ensure_future(self._watch(journal, body))
+        try:
+            await asyncio.shield(body)
+        except asyncio.CancelledError:
+            if not body.done():
+                # Our own caller is shutting down: stop the run and hand it back.
+                body.cancel()
+                with contextlib.suppress(BaseException):
+                    await body
+                await self._release(journal)
+                raise
+            # The watcher stopped the run: it was cancelled or taken by someone else.
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+        return await self.store.get_run(run.id)
+
+    async def _drive(self, agent: Agent, execution: RunExecution) -> None:
+        journal = execution.journal
+        run_id = execution.run.id
+        idle = {"lease_owner": None, "lease_expires_at": None}
+        try:
+            if agent.mode == "plan":
+                output = await run_plan_mode(execution)
+            else:
+                output = await execution.react()
+            await journal.flush(
+                status=RunStatus.COMPLETED,
+                output=output,
+                error=None,
+                wait_reason=None,
+                waiting_step=None,
+                **idle,
+            )
+        except Suspend as wait:
+            log.info("run %s waits for a human: %s", run_id, wait)
+            await journal.flush(
+                status=RunStatus.WAITING_FOR_HUMAN,
+                wait_reason=wait.reason,
+                waiting_step=wait.step_no,
+                error={"code": wait.reason.value, "message": wait.detail},
+                **idle,
+            )
+        except (ConcurrentUpdate, LeaseLost) as lost:
+            log.warning("run %s: stopped, another writer took over: %s", run_id, lost)
+        except StoreError as exc:
+            log.error("run %s: store failed, its lease will expire and it resumes: %s", run_id, exc)
+        except _FAILED as exc:
+            await journal.flush(status=RunStatus.FAILED, error=exc.to_dict(), **idle)
+        except BastionError as exc:
+            await journal.flush(status=RunStatus.DEAD_LETTER, error=exc.to_dict(), **idle)
+        except Exception as exc:  # an unexpected bug: keep the run, with the evidence
+            log.exception("run %s: unexpected error", run_id)
+            error = {
+                "code": "internal_error",
+                "message": f"{type(exc).__name__}: {exc}",
+                "hint": "This is a bug in Bastion or a tool; the traceback is kept with the run.",
+                "details": {"traceback": traceback.format_exc(limit=20)},
+            }
+            await journal.flush(status=RunStatus.DEAD_LETTER, error=error, **idle)
+
+    async def _watch(self, journal: Journal, body: asyncio.Future[None]) -> None:
+        """Stop the run within ``watch_interval`` when it is cancelled elsewhere, and renew the
+        lease well before it expires."""
+        interval = min(self.options.watch_interval, self.options.lease_seconds / 3)
+        renew_every = self.options.lease_seconds / 3
+        last_renew = time.monotonic()
+        while not body.done():
+            await asyncio.sleep(interval)
+            try:
+                current = await self.store.get_run(journal.run_id)
+                taken = current.lease_owner not in (None, journal.owner)
+                if taken or current.status is RunStatus.CANCELLED:
+                    body.cancel()
+                    return
+                if time.monotonic() - last_renew >= renew_every:
+                    await journal.renew_lease()
+                    last_renew = time.monotonic()
+            except (ConcurrentUpdate, LeaseLost):
+                body.cancel()
+                return
+            except StoreError as exc:
+                log.warning("run %s: lease check failed: %s", journal.run_id, exc)
+
+    async def _release(self, journal: Journal) -> None:
+        with contextlib.suppress(StoreError):
+            await journal.flush(status=RunStatus.PENDING, lease_owner=None, lease_expires_at=None)
+
+    # ---- people and operators -----------------------------------------------------------
+
+    async def decide(self, run_id: str, decision: Decision) -> Run:
+        """Apply a human decision to a waiting run; the run goes back to the queue."""
+        run = await self.store.get_run(run_id)
+        if run.status is not RunStatus.WAITING_FOR_HUMAN or run.waiting_step is None:
+            raise InvalidState(
+                f"run {run_id} is {run.status.value}, not waiting for a human",
+                hint="Only runs listed by `bastion review list` take decisions.",
+            )
+        _check_decision(run, decision)
+        steps = {s.step_no: s for s in await self.store.get_steps(run_id)}
+        step = steps.get(run.waiting_step)
+        if step is None or step.status is not StepStatus.STARTED:
+            raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
+        await self.store.commit(
+            run_id,
+            expected_version=run.version,
+            changes={
+                "status": RunStatus.PENDING,
+                "wait_reason": None,
+                "waiting_step": None,
+                "error": None,
+            },
+            steps_to_write=[step.model_copy(update={"decision": decision})],
+        )
+        return await self.store.get_run(run_id)
+
+    async def replay(
+        self,
+        run_id: str,
+        *,
+        from_step: int | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Run:
+        """Send a dead-lettered or failed run back to the queue, re-executing from ``from_step``
+        (default: the step that failed). Steps from there on are archived, not deleted.
+        ``arguments`` replaces the tool arguments of the tool step at ``from_step``."""
+        run = await self.store.get_run(run_id)
+        if run.status not in (RunStatus.DEAD_LETTER, RunStatus.FAILED):
+            raise InvalidState(
+                f"run {run_id} is {run.status.value}; only dead_letter or failed runs replay"
+            )
+        recorded = await self.store.get_steps(run_id)
+        if from_step is None:
+            failed = [s.step_no for s in recorded if s.status is not StepStatus.COMPLETED]
+            from_step = failed[0] if failed else len(recorded)
+        if from_step < 0 or from_step > len(recorded):
+            raise UserError(
+                f"run {run_id} has steps 0..{len(recorded) - 1}; cannot replay from {from_step}"
+            )
+        overrides = dict(run.overrides)
+        if arguments is not None:
+            overrides[str(from_step)] = arguments
+        await self.store.commit(
+            run_id,
+            expected_version=run.version,
+            changes={
+                "status": RunStatus.PENDING,
+                "error": None,
+                "output": None,
+                "next_step": from_step,
+                "overrides": overrides,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+            archive_from=from_step,
+        )
+        await self.store.resolve_dead_letters(run_id, "replayed")
+        return await self.store.get_run(run_id)
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
+        """Cancel a run that has not finished; an executing worker stops within a second."""
+        for _ in range(10):
+            run = await self.store.get_run(run_id)
+            if run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+                raise InvalidState(f"run {run_id} is already {run.status.value}")
+            try:
+                await self.store.commit(
+                    run_id,
+                    expected_version=run.version,
+                    changes={
+                        "status": RunStatus.CANCELLED,
+                        "error": {"code": "cancelled", "message": reason},
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                    },
+                )
+            except ConcurrentUpdate:
+                continue
+            await self.store.resolve_dead_letters(run_id, "cancelled")
+            return await self.store.get_run(run_id)
+        raise ConcurrentUpdate(f"run {run_id} kept changing; try cancelling again")
+
+
+def _check_decision(run: Run, decision: Decision) -> None:
+    reason = run.wait_reason
+    if decision.kind == "resolve" and reason is not WaitReason.OUTCOME_UNKNOWN:
+        raise UserError("'resolve' answers only runs whose outcome is unknown")
+    if decision.kind == "edit":
+        if reason is WaitReason.OUTPUT_REVIEW and decision.output is None:
+            raise UserError("editing a final answer needs the corrected output")
+        if reason is not WaitReason.OUTPUT_REVIEW and decision.arguments is None:
+            raise UserError("'edit' needs the arguments to use instead")

@@ -1,0 +1,221 @@
+"""The journal of one run execution: step numbering, replay lookups, and batched writes.
+
+Owns: assigning step numbers in call order, answering "was this step already done?" from the
+recorded journal, checking that the code's next step matches the recorded one (else
+``NondeterminismError``), and writing step rows together with the run row in one commit guarded
+by the run's version and this worker's lease.
+
+A step's *start* is always written before the caller acts. A *completion* may be held back and
+written with the next start (one commit instead of two) when redoing the step after a crash is
+harmless: model calls and idempotent tools. Completions of non-idempotent steps are written at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.core.errors import NondeterminismError
+from bastion.core.messages import Usage
+from bastion.core.records import Decision, Run, Step, StepKind, StepStatus
+from bastion.store import Store
+
+#: Called at journal points; the crash-recovery tests kill the process from here.
+StepObserver = Callable[[str, Step], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fresh:
+    """The step was never started before: its start is now journaled; go ahead and act."""
+
+    step: Step
+
+
+@dataclass(frozen=True, kw_only=True)
+class Done:
+    """The step finished in an earlier execution: use its recorded result, do not act."""
+
+    step: Step
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interrupted:
+    """The step started earlier but its end was never recorded (a crash, or a human wait)."""
+
+    step: Step
+
+    @property
+    def decision(self) -> Decision | None:
+        return self.step.decision
+
+
+Slot = Fresh | Done | Interrupted
+
+
+class Journal:
+    def __init__(
+        self,
+        store: Store,
+        run: Run,
+        recorded: list[Step],
+        *,
+        owner: str | None,
+        lease_seconds: float,
+        observer: StepObserver | None = None,
+    ) -> None:
+        self._store = store
+        self.run = run
+        self.run_id = run.id
+        self._recorded = {s.step_no: s for s in recorded}
+        self.owner = owner
+        self._lease_seconds = lease_seconds
+        self._observer = observer
+        self.version = run.version
+        self.usage = run.usage
+        self.next_no = 0
+        self._pending: list[Step] = []
+        self._lock = asyncio.Lock()
+
+    # ---- lookups --------------------------------------------------------------------------
+
+    @property
+    def recorded_steps(self) -> list[Step]:
+        return [self._recorded[k] for k in sorted(self._recorded)]
+
+    def recorded(self, step_no: int) -> Step | None:
+        return self._recorded.get(step_no)
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    async def begin(
+        self, kind: StepKind, name: str, input: Any, input_hash: str, *, durable: bool = True
+    ) -> Slot:
+        """Claim the next step number. Replays a recorded step, or journals a fresh start.
+
+        ``durable=False`` lets a start ride with the next write; use it only for steps whose
+        action has no effect outside the run (validation notes).
+        """
+        no = self.next_no
+        self.next_no += 1
+        rec = self._recorded.get(no)
+        if rec is not None:
+            if rec.kind != kind or rec.name != name or rec.input_hash != input_hash:
+                raise NondeterminismError(
+                    f"step {no} of run {self.run_id} was recorded as {rec.kind.value} "
+                    f"{rec.name!r} (input {rec.input_hash[:12]}), but the code now asks for "
+                    f"{kind.value} {name!r} (input {input_hash[:12]})",
+                    run_id=self.run_id,
+                    step_no=no,
+                    recorded={"kind": rec.kind.value, "name": rec.name, "hash": rec.input_hash},
+                    current={"kind": kind.value, "name": name, "hash": input_hash},
+                )
+            if rec.status is StepStatus.STARTED:
+                return Interrupted(step=rec)
+            return Done(step=rec)
+        step = Step.model_construct(
+            run_id=self.run_id,
+            step_no=no,
+            kind=kind,
+            name=name,
+            status=StepStatus.STARTED,
+            input=input,
+            input_hash=input_hash,
+            output=None,
+            error=None,
+            attempts=1,
+            usage=Usage(),
+            decision=None,
+            started_at=datetime.now(UTC),
+            finished_at=None,
+        )
+        await self._notify("before_start", step)
+        self._recorded[no] = step
+        self._pending.append(step)
+        if durable:
+            await self.flush()
+            await self._notify("started", step)
+        return Fresh(step=step)
+
+    async def finish(
+        self,
+        step: Step,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        usage: Usage | None = None,
+        attempts: int | None = None,
+        durable: bool,
+    ) -> Step:
+        """Record a step's end (completed, or failed when ``error`` is given)."""
+        await self._notify("finishing", step)
+        done = step.model_copy(
+            update={
+                "status": StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
+                "output": output,
+                "error": error,
+                "usage": usage or step.usage,
+                "attempts": attempts if attempts is not None else step.attempts,
+                "finished_at": datetime.now(UTC),
+                "decision": step.decision,
+            }
+        )
+        if usage is not None:
+            self.usage = self.usage + usage
+        self._recorded[step.step_no] = done
+        self._pending = [s for s in self._pending if s.step_no != step.step_no]
+        self._pending.append(done)
+        if durable:
+            await self.flush()
+        await self._notify("finished", done)
+        return done
+
+    async def note_attempt(self, step: Step, attempts: int, error: dict[str, Any]) -> Step:
+        """Record a failed attempt of a step that will be retried (durably: the retry count
+        must survive a crash so a restarted worker does not retry forever)."""
+        noted = step.model_copy(update={"attempts": attempts, "error": error})
+        self._recorded[step.step_no] = noted
+        self._pending = [s for s in self._pending if s.step_no != step.step_no]
+        self._pending.append(noted)
+        await self.flush()
+        return noted
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def flush(self, **changes: Any) -> None:
+        """Write pending steps and ``changes`` to the run row in one guarded commit."""
+        async with self._lock:
+            await self._commit(changes)
+
+    async def _commit(self, changes: dict[str, Any]) -> None:
+        values: dict[str, Any] = {"next_step": self.next_no, "usage": self.usage}
+        if self.owner is not None and "lease_owner" not in changes:
+            values["lease_expires_at"] = time.time() + self._lease_seconds
+        values.update(changes)
+        self.version = await self._store.commit(
+            self.run_id,
+            expected_version=self.version,
+            owner=self.owner,
+            changes=values,
+            steps_to_write=self._pending,
+            dead_letter_error=changes.get("error") if _is_dead_letter(changes) else None,
+        )
+        self._pending = []
+
+    async def renew_lease(self) -> None:
+        async with self._lock:
+            await self._commit({})
+
+    async def _notify(self, point: str, step: Step) -> None:
+        if self._observer is not None:
+            out = self._observer(point, step)
+            if out is not None:
+                await out
+
+
+def _is_dead_letter(changes: dict[str, Any]) -> bool:
+    status = changes.get("status")
+    return status is not None and getattr(status, "value", status) == "dead_letter"

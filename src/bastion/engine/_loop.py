@@ -1,0 +1,466 @@
+"""One run's execution: the phases of the architecture's loop, one method each.
+
+Owns: turning an agent, a run and its journal into steps: ``check_live`` (limits), ``plan``
+(a model step), ``check_action`` (tool lookup, argument validation, preconditions, approval),
+``act`` (a tool step with retries), ``check_result`` (output contract, business rules,
+confidence) and the final record. ``react`` mode lives here; ``plan`` mode in ``_plan``.
+Does not own claiming runs or writing terminal statuses (``_engine``).
+
+Control leaves this module in exactly three ways: a return value (the run's output), a
+``Suspend`` (a human must decide), or an exception (the run failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from bastion.core.canonical import chain, digest
+from bastion.core.errors import (
+    BastionError,
+    BudgetExceeded,
+    InvalidModelOutput,
+    MaxTurnsExceeded,
+    OutputValidationFailed,
+    PreconditionFailed,
+    ProviderError,
+    RunError,
+    RunTimeout,
+    ToolArgumentsInvalid,
+    ToolFailed,
+    ToolNotFound,
+)
+from bastion.core.messages import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ResponseFormat,
+    ToolCall,
+    ToolSchema,
+)
+from bastion.core.records import Decision, Run, StepKind, WaitReason
+from bastion.engine._agent import Agent
+from bastion.engine._journal import Done, Fresh, Interrupted, Journal
+from bastion.tools import Tool, ToolContext, ToolError, invoke_tool
+from bastion.tools._invoke import check_preconditions, validate_arguments
+
+Complete = Callable[[str, ModelRequest], Awaitable[ModelResponse]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Suspend(Exception):  # noqa: N818 - control flow, not an error
+    """The run must wait for a human at ``step_no`` for ``reason``."""
+
+    def __init__(self, reason: WaitReason, step_no: int, detail: str = "") -> None:
+        super().__init__(f"{reason.value} at step {step_no}: {detail}")
+        self.reason = reason
+        self.step_no = step_no
+        self.detail = detail
+
+
+@dataclass(kw_only=True)
+class LoopDeps:
+    """What the loop needs from outside, passed in (no globals)."""
+
+    complete: Complete
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallOutcome:
+    """What the model hears back about one tool call, and whether it failed."""
+
+    text: str
+    ok: bool
+    output: Any = None
+
+
+class RunExecution:
+    def __init__(self, agent: Agent, run: Run, journal: Journal, deps: LoopDeps) -> None:
+        self.agent = agent
+        self.run = run
+        self.journal = journal
+        self.deps = deps
+        self.turns = 0
+        self.invalid_outputs = 0
+        self.active_seconds = 0.0
+        self._started = time.monotonic()
+        self.messages: list[Message] = []
+        self._history = ""
+        self._tool_schemas: tuple[ToolSchema, ...] = tuple(t.schema() for t in agent.tools)
+        self._tools_digest = digest([s.model_dump() for s in self._tool_schemas])
+        for step in journal.recorded_steps:
+            if step.kind in (StepKind.MODEL, StepKind.TOOL) and step.finished_at is not None:
+                self.active_seconds += (step.finished_at - step.started_at).total_seconds()
+
+    # ---- history --------------------------------------------------------------------------
+
+    def add_message(self, message: Message) -> None:
+        self.messages.append(message)
+        # A running digest of the conversation: the model step's input hash without storing
+        # (or re-hashing) the whole history at every step.
+        self._history = chain(self._history, message.model_dump(exclude_defaults=True))
+
+    def start_conversation(self) -> None:
+        if self.agent.instructions:
+            self.add_message(Message.system(self.agent.instructions))
+        text = self.run.input if isinstance(self.run.input, str) else json.dumps(self.run.input)
+        self.add_message(Message.user(text))
+
+    # ---- react mode -----------------------------------------------------------------------
+
+    async def react(self) -> Any:
+        self.start_conversation()
+        while True:
+            self.check_live()
+            response = await self.plan(self._tool_schemas)
+            self.add_message(response.message)
+            calls = response.message.tool_calls
+            if not calls:
+                done, output = await self.check_final(response.message.content)
+                if done:
+                    return output
+                continue
+            for call in calls:
+                outcome = await self.handle_call(call)
+                self.add_message(Message.tool(call.id, call.name, outcome.text))
+
+    # ---- check_live -----------------------------------------------------------------------
+
+    def check_live(self) -> None:
+        limits = self.agent.limits
+        run_id = self.run.id
+        if self.turns >= limits.max_turns:
+            raise MaxTurnsExceeded(
+                f"the agent used all {limits.max_turns} turns without finishing", run_id=run_id
+            )
+        elapsed = self.active_seconds + (time.monotonic() - self._started)
+        if elapsed > limits.max_wall_seconds:
+            raise RunTimeout(
+                f"the run was active {elapsed:.1f}s, over its {limits.max_wall_seconds}s limit",
+                run_id=run_id,
+            )
+        usage = self.journal.usage
+        if limits.max_tokens is not None and usage.total_tokens >= limits.max_tokens:
+            raise BudgetExceeded(
+                f"the run used {usage.total_tokens} tokens, its budget is {limits.max_tokens}",
+                run_id=run_id,
+                budget="tokens",
+            )
+        if limits.max_cost_usd is not None and usage.cost_usd >= limits.max_cost_usd:
+            raise BudgetExceeded(
+                f"the run cost ${usage.cost_usd:.4f}, its budget is ${limits.max_cost_usd}",
+                run_id=run_id,
+                budget="cost",
+            )
+
+    # ---- plan (one model step) ------------------------------------------------------------
+
+    async def plan(
+        self,
+        tools: tuple[ToolSchema, ...],
+        *,
+        response_format: ResponseFormat | None = None,
+        tool_choice: str = "auto",
+    ) -> ModelResponse:
+        self.turns += 1
+        fmt = response_format.model_dump() if response_format else None
+        input_hash = digest([self._history, self._tools_digest if tools else "", fmt, tool_choice])
+        slot = await self.journal.begin(
+            StepKind.MODEL,
+            self.agent.model,
+            {"turn": self.turns, "messages": len(self.messages)},
+            input_hash,
+        )
+        if isinstance(slot, Done):
+            if slot.step.error is not None:
+                raise _rebuild(slot.step.error)
+            return ModelResponse.model_validate(slot.step.output)
+        # Fresh, or interrupted by a crash: asking the model again is harmless.
+        step = slot.step
+        request = ModelRequest.model_construct(
+            model=self.agent.model,
+            messages=tuple(self.messages),
+            tools=tools,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            temperature=None,
+            max_tokens=None,
+            metadata={"run_id": self.run.id, "step_no": str(step.step_no)},
+        )
+        try:
+            response = await self.deps.complete(self.agent.model, request)
+        except ProviderError as exc:
+            exc.details.update(run_id=self.run.id, step_no=step.step_no)
+            await self.journal.finish(step, error=exc.to_dict(), durable=True)
+            raise
+        await self.journal.finish(
+            step,
+            output=response.model_dump(mode="json", exclude_defaults=True),
+            usage=response.usage,
+            durable=False,
+        )
+        return response
+
+    # ---- check_action + act for one call --------------------------------------------------
+
+    async def handle_call(self, call: ToolCall) -> CallOutcome:
+        try:
+            tool, args = await self.check_action(call)
+        except (ToolArgumentsInvalid, ToolNotFound, InvalidModelOutput, PreconditionFailed) as exc:
+            return await self.refuse(call, exc)
+        if tool.needs_approval(args):
+            decision = await self.approval(call, tool, args)
+            if decision.kind == "reject":
+                why = decision.reason or "no reason given"
+                return CallOutcome(text=f"A human reviewer rejected this call: {why}", ok=False)
+            if decision.kind == "edit" and decision.arguments is not None:
+                args = validate_arguments(tool, decision.arguments)
+        return await self.act(call, tool, args)
+
+    async def check_action(self, call: ToolCall) -> tuple[Tool, BaseModel]:
+        if call.parse_error is not None:
+            raise InvalidModelOutput(
+                f"the arguments of your call to {call.name!r} are not valid JSON: "
+                f"{call.parse_error}. Send the call again with a JSON object."
+            )
+        tool = self.agent.tool(call.name)
+        if tool is None:
+            names = ", ".join(t.name for t in self.agent.tools) or "(none)"
+            raise ToolNotFound(f"there is no tool {call.name!r}; the tools you have are: {names}")
+        args = validate_arguments(tool, call.arguments)
+        check_preconditions(tool, args)
+        return tool, args
+
+    async def refuse(self, call: ToolCall, exc: BastionError) -> CallOutcome:
+        """Tell the model what was wrong, journaled as a validation step. After too many
+        unusable outputs in a row, a human decides (approve: go on; edit: use these arguments;
+        reject: fail the run)."""
+        preconditioned = isinstance(exc, PreconditionFailed)
+        if not preconditioned:
+            self.invalid_outputs += 1
+        over = self.invalid_outputs > self.agent.limits.max_invalid_outputs
+        payload = {"call": call.model_dump(exclude_defaults=True), "error": exc.to_dict()}
+        slot = await self.journal.begin(
+            StepKind.VALIDATION, f"refuse:{call.name}"[:128], payload, digest(payload),
+            durable=over,
+        )
+        if isinstance(slot, Fresh) and not over:
+            await self.journal.finish(slot.step, output={"told_model": exc.message}, durable=False)
+        elif isinstance(slot, Fresh | Interrupted):
+            decision = slot.step.decision if isinstance(slot, Interrupted) else None
+            if decision is None:
+                raise Suspend(WaitReason.INVALID_MODEL_OUTPUT, slot.step.step_no, exc.message)
+            await self.journal.finish(
+                slot.step, output={"decision": decision.model_dump(mode="json")}, durable=True
+            )
+            return await self._apply_refusal_decision(call, exc, decision)
+        elif isinstance(slot, Done) and slot.step.output and "decision" in slot.step.output:
+            decision = Decision.model_validate(slot.step.output["decision"])
+            return await self._apply_refusal_decision(call, exc, decision)
+        return CallOutcome(text=f"Error: {exc.message}", ok=False)
+
+    async def _apply_refusal_decision(
+        self, call: ToolCall, exc: BastionError, decision: Decision
+    ) -> CallOutcome:
+        self.invalid_outputs = 0
+        if decision.kind == "reject":
+            raise OutputValidationFailed(
+                f"a reviewer stopped the run after invalid model output: {exc.message}",
+                run_id=self.run.id,
+                reason=decision.reason,
+            )
+        if decision.kind == "edit" and decision.arguments is not None:
+            fixed = call.model_copy(update={"arguments": decision.arguments, "parse_error": None})
+            tool, args = await self.check_action(fixed)
+            return await self.act(fixed, tool, args)
+        return CallOutcome(text=f"Error: {exc.message}", ok=False)
+
+    async def approval(self, call: ToolCall, tool: Tool, args: BaseModel) -> Decision:
+        payload = {"tool": tool.name, "arguments": args.model_dump(mode="json"), "call": call.id}
+        slot = await self.journal.begin(StepKind.APPROVAL, tool.name, payload, digest(payload))
+        if isinstance(slot, Done):
+            return Decision.model_validate(slot.step.output)
+        decision = slot.step.decision if isinstance(slot, Interrupted) else None
+        if decision is None:
+            raise Suspend(WaitReason.APPROVAL_REQUIRED, slot.step.step_no, f"approve {tool.name}")
+        await self.journal.finish(slot.step, output=decision.model_dump(mode="json"), durable=True)
+        return decision
+
+    # ---- act: one tool step ---------------------------------------------------------------
+
+    async def act(self, call: ToolCall, tool: Tool, args: BaseModel) -> CallOutcome:
+        arguments = args.model_dump(mode="json")
+        override = self.run.overrides.get(str(self.journal.next_no))
+        if override is not None:
+            # A replay with edited inputs: the operator's arguments replace the model's.
+            args = validate_arguments(tool, override)
+            arguments = args.model_dump(mode="json")
+        payload = {"arguments": arguments}
+        slot = await self.journal.begin(StepKind.TOOL, tool.name, payload, digest(payload))
+        if isinstance(slot, Done):
+            return _outcome_from_step(slot.step.output, slot.step.error)
+        step = slot.step
+        if isinstance(slot, Interrupted):
+            decision = slot.decision
+            if decision is None and not tool.idempotent:
+                raise Suspend(
+                    WaitReason.OUTCOME_UNKNOWN,
+                    step.step_no,
+                    f"{tool.name} started but its result was never recorded",
+                )
+            if decision is not None:
+                match decision.kind:
+                    case "resolve":
+                        await self.journal.finish(step, output=decision.output, durable=True)
+                        return _outcome_from_step(decision.output, None)
+                    case "reject":
+                        error = {"code": "rejected", "message": decision.reason or "rejected"}
+                        await self.journal.finish(step, error=error, durable=True)
+                        return _outcome_from_step(None, error)
+                    case "edit" if decision.arguments is not None:
+                        args = validate_arguments(tool, decision.arguments)
+                    case _:
+                        pass
+        return await self._execute(tool, args, step)
+
+    async def _execute(self, tool: Tool, args: BaseModel, step: Any) -> CallOutcome:
+        attempts = step.attempts if step.error is not None else 0
+        durable = not tool.idempotent
+        started = time.monotonic()
+        while True:
+            attempts += 1
+            ctx = ToolContext(
+                run_id=self.run.id, step_no=step.step_no, tenant=self.run.tenant, attempt=attempts
+            )
+            try:
+                output = await invoke_tool(tool, args, ctx)
+            except ToolError as exc:
+                error = {"code": "tool_error", "message": str(exc)}
+                await self.journal.finish(step, error=error, attempts=attempts, durable=durable)
+                return _outcome_from_step(None, error)
+            except ToolFailed as exc:
+                if exc.retryable and attempts < tool.retry.max_attempts:
+                    step = await self.journal.note_attempt(step, attempts, exc.to_dict())
+                    await self.deps.sleep(tool.retry.delay(attempts, self.deps.rng))
+                    continue
+                exc.details.update(attempts=attempts)
+                await self.journal.finish(
+                    step, error=exc.to_dict(), attempts=attempts, durable=True
+                )
+                raise
+            self.active_seconds += time.monotonic() - started
+            await self.journal.finish(step, output=output, attempts=attempts, durable=durable)
+            return _outcome_from_step(output, None)
+
+    # ---- check_result: the final answer ---------------------------------------------------
+
+    async def check_final(self, text: str | None) -> tuple[bool, Any]:
+        """Validate the final answer. Returns (True, output) when the run may complete, or
+        (False, None) after telling the model what to fix."""
+        problem, output = self._validate_output(text)
+        payload = {"text": text}
+        slot = await self.journal.begin(
+            StepKind.VALIDATION, "final_output", payload, digest(payload), durable=False
+        )
+        if isinstance(slot, Done):
+            recorded = slot.step.output or {}
+            if recorded.get("accepted"):
+                return True, recorded.get("output")
+            self.add_message(Message.user(recorded.get("feedback", "")))
+            return False, None
+        step = slot.step
+        if isinstance(slot, Interrupted) and slot.decision is not None:
+            decision = slot.decision
+            if decision.kind == "reject":
+                raise OutputValidationFailed(
+                    f"a reviewer rejected the final answer: {decision.reason or 'no reason'}",
+                    run_id=self.run.id,
+                )
+            final = decision.output if decision.kind in ("edit", "resolve") else output
+            await self.journal.finish(step, output={"accepted": True, "output": final}, durable=False)
+            return True, final
+        low_confidence = problem is None and self._below_threshold(output)
+        if problem is None and not low_confidence:
+            await self.journal.finish(step, output={"accepted": True, "output": output}, durable=False)
+            return True, output
+        if low_confidence:
+            await self.journal.flush()
+            raise Suspend(WaitReason.OUTPUT_REVIEW, step.step_no, "confidence below threshold")
+        self.invalid_outputs += 1
+        if self.invalid_outputs > self.agent.limits.max_invalid_outputs:
+            await self.journal.flush()
+            raise Suspend(WaitReason.OUTPUT_REVIEW, step.step_no, problem or "")
+        feedback = f"Your final answer was not accepted: {problem}. Answer again."
+        await self.journal.finish(step, output={"accepted": False, "feedback": feedback}, durable=False)
+        self.add_message(Message.user(feedback))
+        return False, None
+
+    def _validate_output(self, text: str | None) -> tuple[str | None, Any]:
+        output_type = self.agent.output_type
+        if output_type is None:
+            value: Any = text or ""
+        else:
+            try:
+                value = output_type.model_validate_json(_strip_fences(text or "")).model_dump(
+                    mode="json"
+                )
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "(root)"
+                return f"it does not match the required JSON schema ({where}: {first['msg']})", None
+        for rule in self.agent.rules:
+            broken = rule(value)
+            if broken:
+                return broken, value
+        return None, value
+
+    def _below_threshold(self, output: Any) -> bool:
+        threshold = self.agent.review_below_confidence
+        if threshold is None or not isinstance(output, dict):
+            return False
+        confidence = output.get("confidence")
+        return isinstance(confidence, int | float) and confidence < threshold
+
+
+def _strip_fences(text: str) -> str:
+    """Models often wrap JSON in markdown fences; accept that."""
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        if t.rstrip().endswith("```"):
+            t = t.rstrip()[:-3]
+    return t.strip()
+
+
+def _outcome_from_step(output: Any, error: dict[str, Any] | None) -> CallOutcome:
+    if error is not None:
+        code = error.get("code")
+        if code in ("tool_error", "rejected"):
+            return CallOutcome(text=f"Error: {error.get('message', '')}", ok=False)
+        raise _rebuild(error)
+    text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+    return CallOutcome(text=text, ok=True, output=output)
+
+
+def _rebuild(error: dict[str, Any]) -> BastionError:
+    """Re-raise a journaled failure as the typed error it was."""
+    from bastion.core.errors import error_class_for
+
+    cls = error_class_for(str(error.get("code", "")))
+    details = dict(error.get("details") or {})
+    exc = BastionError.__new__(cls)
+    BastionError.__init__(exc, str(error.get("message", "")), hint=error.get("hint"), **details)
+    exc.retryable = bool(error.get("retryable", False))
+    if isinstance(exc, RunError):
+        exc.run_id = details.get("run_id")
+        exc.step_no = details.get("step_no")
+    return exc
