@@ -282,4 +282,6 @@ async def test_ids_are_synthesised_and_object_arguments_accepted() -> None:
     )
     out = await provider.complete(ask(tools=(WEATHER,)))
     await provider.aclose()
-    assert out.message.tool_calls == (ToolCall(id="call_0", name="get_weather", arguments={"a": 1}),)
+    assert out.message.tool_calls == (
+        ToolCall(id="call_0", name="get_weather", arguments={"a": 1}),
+    )
