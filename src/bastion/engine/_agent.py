@@ -52,7 +52,8 @@ class Limits:
 class Agent:
     name: str
     instructions: str = ""
-    model: str = "scripted:default"
+    #: A route name or "provider:model"; "default" is the route to `default_model` in settings.
+    model: str = "default"
     tools: Sequence[Tool] = ()
     mode: Mode = "react"
     limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,290 @@
+"""``Bastion``: builds every component from one ``Settings`` and gives Python users one object.
+
+Owns: composition (store, model router, tool registry, agents, engine, workers) and the sync
+face. The sync face runs coroutines on an event loop that Bastion owns in a background thread,
+never on the caller's loop. Does not own any behaviour of the parts it wires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import threading
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from bastion.config import AgentSettings, Settings
+from bastion.core.errors import ConfigError, InvalidState
+from bastion.core.records import Decision, DecisionKind, Run, RunStatus, Step
+from bastion.engine import Agent, Engine, EngineOptions, Limits, StepObserver, Worker
+from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
+from bastion.store import DeadLetter, Store
+from bastion.tools import Tool, ToolRegistry
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for the sync face."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name="bastion-loop", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+class Bastion:
+    """The runtime. Use ``async with Bastion(...) as b`` in async code, or the ``*_sync``
+    methods from plain Python (they start Bastion on its own loop thread)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        agents: Sequence[Agent] = (),
+        tools: Sequence[Tool] = (),
+        providers: Mapping[str, ModelProvider] | None = None,
+        env: Mapping[str, str] | None = None,
+        observer: StepObserver | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._env = dict(env) if env is not None else {}
+        self._extra_providers = dict(providers or {})
+        self._observer = observer
+        self.tools = ToolRegistry(tools)
+        for module in self.settings.tool_modules:
+            self._register_module(module)
+        self.agents = self._build_agents(agents)
+        self._store: Store | None = None
+        self._router: ModelRouter | None = None
+        self._engine: Engine | None = None
+        self._loop_thread: _LoopThread | None = None
+        self._started_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Bastion:
+        """Settings from ``bastion.yaml`` (or ``path``) with ``env`` overrides (default:
+        this process's environment)."""
+        environment = dict(os.environ) if env is None else dict(env)
+        return cls(Settings.load(path, env=environment), env=environment, **kwargs)
+
+    # ---- composition --------------------------------------------------------------------
+
+    def _register_module(self, module_name: str) -> None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"tool_modules: cannot import {module_name!r}: {exc}") from None
+        for value in vars(module).values():
+            if isinstance(value, Tool) and value.name not in self.tools:
+                self.tools.register(value)
+
+    def _build_agents(self, python_agents: Sequence[Agent]) -> dict[str, Agent]:
+        agents: dict[str, Agent] = {}
+        for name, declared in self.settings.agents.items():
+            agents[name] = self._agent_from_settings(name, declared)
+        for agent in python_agents:
+            for t in agent.tools:
+                if t.name not in self.tools:
+                    self.tools.register(t)
+            agents[agent.name] = agent
+        return agents
+
+    def _agent_from_settings(self, name: str, declared: AgentSettings) -> Agent:
+        tools = []
+        for tool_name in declared.tools:
+            if tool_name not in self.tools:
+                raise ConfigError(
+                    f"agents.{name}.tools: no tool named {tool_name!r} is registered",
+                    hint="Pass it in Bastion(tools=[...]) or list its module in tool_modules.",
+                    known=self.tools.names(),
+                )
+            tools.append(self.tools.get(tool_name))
+        limits = Limits(**declared.limits.model_dump())
+        return Agent(
+            name=name,
+            instructions=declared.instructions,
+            model=declared.model or "default",
+            tools=tools,
+            mode=declared.mode,
+            limits=limits,
+            review_below_confidence=declared.review_below_confidence,
+        )
+
+    def _models_settings(self) -> ModelsSettings:
+        models = self.settings.models
+        if "default" in models.routes:
+            return models
+        routes = {**models.routes, "default": [self.settings.default_model]}
+        providers = dict(models.providers)
+        return models.model_copy(update={"routes": routes, "providers": providers})
+
+    async def start(self) -> Bastion:
+        if self._engine is not None:
+            return self
+        self._store = await Store.open(self.settings.store)
+        models = self._models_settings()
+        self._router = _router_with_extras(models, self._env, self._extra_providers)
+        worker = self.settings.worker
+        self._engine = Engine(
+            store=self._store,
+            complete=self._router.complete,
+            agents=self.agents,
+            options=EngineOptions(
+                lease_seconds=worker.lease_seconds, watch_interval=worker.watch_interval
+            ),
+            observer=self._observer,
+        )
+        self._started_loop = asyncio.get_running_loop()
+        return self
+
+    async def close(self) -> None:
+        if self._router is not None:
+            await self._router.aclose()
+        if self._store is not None:
+            await self._store.close()
+        self._engine = self._router = self._store = None
+
+    async def __aenter__(self) -> Bastion:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise InvalidState(
+                "Bastion is not started", hint="Use `async with Bastion(...)` or `await b.start()`."
+            )
+        return self._engine
+
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    # ---- the Python API -----------------------------------------------------------------
+
+    async def submit(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
+        """Queue a run; a worker (``bastion worker`` or ``worker().serve``) executes it."""
+        return await self.engine.submit(agent, input, tenant=tenant)
+
+    async def run(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
+        """Submit a run and execute it here, to completion or its first stop (a human wait)."""
+        run = await self.submit(agent, input, tenant=tenant)
+        return await self.resume(run.id)
+
+    async def resume(self, run_id: str) -> Run:
+        """Execute a runnable run (pending, or with an expired lease) here, to its next stop."""
+        worker = self.worker()
+        result = await worker.run_once(run_id)
+        if result is None:
+            run = await self.engine.get_run(run_id)
+            if run.status is RunStatus.PENDING or run.status is RunStatus.RUNNING:
+                raise InvalidState(
+                    f"run {run_id} is {run.status.value} and leased by {run.lease_owner!r}",
+                    hint="Another worker is executing it; wait for it or for its lease to expire.",
+                )
+            return run
+        return result
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self.engine.get_run(run_id)
+
+    async def steps(self, run_id: str) -> list[Step]:
+        return await self.engine.get_steps(run_id)
+
+    async def list_runs(self, **filters: Any) -> list[Run]:
+        return await self.store.list_runs(**filters)
+
+    async def review_queue(self, *, tenant: str | None = None) -> list[Run]:
+        return await self.store.list_runs(status=RunStatus.WAITING_FOR_HUMAN, tenant=tenant)
+
+    async def dead_letters(self, *, tenant: str | None = None) -> list[DeadLetter]:
+        return await self.store.list_dead_letters(tenant=tenant)
+
+    async def decide(
+        self,
+        run_id: str,
+        kind: DecisionKind,
+        *,
+        reason: str = "",
+        arguments: dict[str, Any] | None = None,
+        output: Any = None,
+        by: str = "operator",
+    ) -> Run:
+        decision = Decision(kind=kind, reason=reason, arguments=arguments, output=output, by=by)
+        return await self.engine.decide(run_id, decision)
+
+    async def replay(
+        self, run_id: str, *, from_step: int | None = None, arguments: dict[str, Any] | None = None
+    ) -> Run:
+        return await self.engine.replay(run_id, from_step=from_step, arguments=arguments)
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
+        return await self.engine.cancel(run_id, reason=reason)
+
+    def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> Worker:
+        return Worker(
+            self.engine,
+            worker_id=worker_id,
+            concurrency=concurrency or self.settings.worker.concurrency,
+            poll_interval=self.settings.worker.poll_interval,
+        )
+
+    # ---- the sync face ------------------------------------------------------------------
+
+    def _portal(self) -> _LoopThread:
+        if self._loop_thread is None:
+            if self._engine is not None:
+                raise InvalidState(
+                    "this Bastion was started in async code",
+                    hint="Use the async methods (await bastion.run(...)) on that loop.",
+                )
+            self._loop_thread = _LoopThread()
+            self._loop_thread.call(self.start())
+        return self._loop_thread
+
+    def call_sync(self, awaitable: Awaitable[T]) -> T:
+        """Run any of Bastion's coroutines from synchronous code."""
+
+        async def wrap() -> T:
+            return await awaitable
+
+        return self._portal().call(wrap())
+
+    def run_sync(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
+        return self._portal().call(self.run(agent, input, tenant=tenant))
+
+    def close_sync(self) -> None:
+        if self._loop_thread is not None:
+            self._loop_thread.call(self.close())
+            self._loop_thread.stop()
+            self._loop_thread = None
+
+
+def _router_with_extras(
+    models: ModelsSettings, env: Mapping[str, str], extras: Mapping[str, ModelProvider]
+) -> ModelRouter:
+    return build_router(models, env=env, extra_providers=extras)
