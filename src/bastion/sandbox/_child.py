@@ -23,6 +23,7 @@ Frames on the control socket are a 4-byte big-endian length and a JSON object.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import errno
 import glob
@@ -34,6 +35,7 @@ import socket
 import stat
 import struct
 import sys
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -118,14 +120,15 @@ def _prctl(option: int, arg: int, layer: str) -> None:
 # ---- framing --------------------------------------------------------------------------------
 
 
-def send(sock: socket.socket, obj: dict[str, object]) -> None:
+def send(sock: socket.socket, obj: dict[str, Any]) -> None:
     body = json.dumps(obj).encode()
     sock.sendall(struct.pack(">I", len(body)) + body)
 
 
-def recv(sock: socket.socket) -> dict[str, object]:
+def recv(sock: socket.socket) -> dict[str, Any]:
     head = _recv_exact(sock, 4)
-    return json.loads(_recv_exact(sock, struct.unpack(">I", head)[0]))  # type: ignore[no-any-return]
+    frame: dict[str, Any] = json.loads(_recv_exact(sock, struct.unpack(">I", head)[0]))
+    return frame
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -151,12 +154,7 @@ def _write(path: str, text: str, dir_fd: int | None = None) -> None:
 
 def outer(sock: socket.socket) -> int:
     cfg = recv(sock)
-    # Bind sources are opened now, as the worker's user: once the user namespace maps us to an
-    # unprivileged host uid we could no longer walk into e.g. /root/.pyenv.
     sources: dict[str, int] = {}
-    for bind in cfg["binds"]:  # type: ignore[attr-defined]
-        if bind["src"] not in sources:
-            sources[bind["src"]] = os.open(bind["src"], os.O_PATH | os.O_CLOEXEC)
     try:
         _check(_libc.unshare(CLONE_NEWUSER), "user_namespace", "unshare(CLONE_NEWUSER)")
         for flag, layer in (
@@ -168,12 +166,26 @@ def outer(sock: socket.socket) -> int:
             (CLONE_NEWCGROUP, "cgroup_namespace"),
         ):
             _check(_libc.unshare(flag), layer, f"unshare({layer})")
+        # Bind sources are opened now: in the new mount namespace (a bind mount cannot take its
+        # source from another one) but still with the worker's host ids, since once we become
+        # the unprivileged host uid we could no longer walk into e.g. /root/.pyenv.
+        for bind in cfg["binds"]:
+            if bind["src"] not in sources:
+                sources[bind["src"]] = os.open(bind["src"], os.O_PATH | os.O_CLOEXEC)
         if cfg["map_by_parent"]:
             # Only a process privileged in the *parent* namespace may map us to a uid that is
             # not our own (the unprivileged host uid); the worker does that and tells us.
             send(sock, {"event": "need_map"})
             if recv(sock).get("event") != "mapped":
                 raise SetupFailed("user_namespace", "worker did not write the id maps")
+            # The map alone does not change who we are: become the mapped (unprivileged) ids
+            # and shed the worker's supplementary groups, which would still grant host access.
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            # Changing uid made us non-dumpable, which hands /proc/self to host root and would
+            # stop us writing our inner id maps; pid 1 turns it off again once they are written.
+            _prctl(PR_SET_DUMPABLE, 1, "user_namespace")
         else:
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"0 {cfg['host_uid']} 1")
@@ -192,7 +204,10 @@ def outer(sock: socket.socket) -> int:
             send(sock, {"event": "error", "layer": exc.layer, "detail": exc.detail})
             return 70
         except OSError as exc:
-            send(sock, {"event": "error", "layer": "setup", "detail": repr(exc)})
+            import traceback
+
+            detail = "".join(traceback.format_exception(exc)[-3:])
+            send(sock, {"event": "error", "layer": "setup", "detail": detail})
             return 70
     # The outer process only waits: it holds nothing the sandbox could use.
     sock.close()
@@ -231,18 +246,20 @@ def _bind(fd: int, dst: str, kind: str) -> None:
         return  # device nodes keep their own (rw, dev) mount flags; Landlock narrows them
     # A remount inside a user namespace must keep the flags the source mount has locked.
     locked = os.statvfs(target).f_flag & (MS_NOEXEC | MS_NOSUID | MS_NODEV)
-    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked, None)
+    _mount(
+        None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked, None
+    )
 
 
-def _setup_filesystem(cfg: dict[str, object], sources: dict[str, int]) -> None:
+def _setup_filesystem(cfg: dict[str, Any], sources: dict[str, int]) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
-    for bind in cfg["binds"]:  # type: ignore[attr-defined]
+    for bind in cfg["binds"]:
         _bind(sources[bind["src"]], bind["dst"], bind["kind"])
     for fd in sources.values():
         os.close(fd)
     sources.clear()
-    for target, name in cfg["symlinks"]:  # type: ignore[attr-defined]
+    for target, name in cfg["symlinks"]:
         os.symlink(target, NEW_ROOT + name)
     work = cfg["workdir"]
     _mkdirs(NEW_ROOT + "/work")
@@ -251,7 +268,7 @@ def _setup_filesystem(cfg: dict[str, object], sources: dict[str, int]) -> None:
         NEW_ROOT + "/work",
         "tmpfs",
         MS_NOSUID | MS_NODEV,
-        f"size={work['bytes']},nr_inodes={work['inodes']},mode=0700",  # type: ignore[index]
+        f"size={work['bytes']},nr_inodes={work['inodes']},mode=0700",
     )
     os.symlink("/work", NEW_ROOT + "/tmp")
     os.mkdir(NEW_ROOT + "/.old")
@@ -365,7 +382,7 @@ def _vm_size(proc_self: int) -> int:
     return 0
 
 
-def init(sock: socket.socket, cfg: dict[str, object], sources: dict[str, int]) -> int:
+def init(sock: socket.socket, cfg: dict[str, Any], sources: dict[str, int]) -> int:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "pid_namespace")
     if os.getpid() != 1:
         raise SetupFailed("pid_namespace", f"expected pid 1, got {os.getpid()}")
@@ -376,15 +393,14 @@ def init(sock: socket.socket, cfg: dict[str, object], sources: dict[str, int]) -
     _setup_filesystem(cfg, sources)
     _check(_libc.sethostname(b"sandbox", 7), "uts_namespace", "sethostname")
     _become_unprivileged(proc_self)
-    _prctl(PR_SET_DUMPABLE, 0, "no_new_privs")  # keeps /proc/1 and ptrace away from the code
-    abi = _landlock(str(cfg["landlock"]))
-    _seccomp(base64.b64decode(str(cfg["seccomp"])))
     os.chdir("/work")
-    sys.path[:] = [p for p in sys.path if p] + list(cfg["site_dirs"])  # type: ignore[call-overload]
+    sys.path[:] = [p for p in sys.path if p] + list(cfg["site_dirs"])
     os.environ.clear()
-    os.environ.update(cfg["env"])  # type: ignore[arg-type]
+    os.environ.update(cfg["env"])
+    # Preloading runs trusted, host-installed modules, already without privileges or host
+    # files; it comes before Landlock and seccomp only so we can measure the warm interpreter.
     preloaded = []
-    for name in cfg["preload"]:  # type: ignore[attr-defined]
+    for name in cfg["preload"]:
         try:
             __import__(name)
             preloaded.append(name)
@@ -392,6 +408,9 @@ def init(sock: socket.socket, cfg: dict[str, object], sources: dict[str, int]) -
             pass
     baseline = _vm_size(proc_self)
     os.close(proc_self)
+    _prctl(PR_SET_DUMPABLE, 0, "no_new_privs")  # keeps /proc/1 and ptrace away from the code
+    abi = _landlock(str(cfg["landlock"]))
+    _seccomp(base64.b64decode(str(cfg["seccomp"])))
     send(sock, {"event": "ready", "landlock_abi": abi, "preloaded": preloaded})
     request = recv(sock)
     return serve(sock, request, baseline)
@@ -441,16 +460,20 @@ def _collect_outputs(patterns: list[str], max_bytes: int) -> tuple[dict[str, str
     return found, skipped
 
 
-_REASONS = {errno.EAGAIN: "process_limit", errno.EFBIG: "file_size_limit", errno.ENOSPC: "disk_limit"}
+_REASONS = {
+    errno.EAGAIN: "process_limit",
+    errno.EFBIG: "file_size_limit",
+    errno.ENOSPC: "disk_limit",
+}
 
 
-def _run_code(request: dict[str, object], baseline: int, status_w: int) -> int:
+def _run_code(request: dict[str, Any], baseline: int, status_w: int) -> int:
     import builtins
     import linecache
     import traceback
     import types
 
-    limits: dict[str, int] = request["limits"]  # type: ignore[assignment]
+    limits: dict[str, int] = request["limits"]
     cpu = limits["cpu_seconds"]
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     mem = baseline + limits["memory_bytes"]
@@ -468,12 +491,12 @@ def _run_code(request: dict[str, object], baseline: int, status_w: int) -> int:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType("__main__")
     module.__file__ = filename
-    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    module.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = module
     sys.argv = [filename]
     reason = ""
     try:
-        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - the point
+        exec(compile(source, filename, "exec"), module.__dict__)  # the point of it all
         code = 0
     except SystemExit as exc:
         if exc.code is None:
@@ -488,22 +511,23 @@ def _run_code(request: dict[str, object], baseline: int, status_w: int) -> int:
             reason = "memory_limit"
         elif isinstance(exc, OSError) and exc.errno in _REASONS:
             reason = _REASONS[exc.errno]
-        traceback.print_exc()
+        # Skip our own frame so the traceback reads as if the interpreter ran main.py.
+        traceback.print_exception(
+            type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None
+        )
         code = 1
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     if reason:
         os.write(status_w, reason.encode())
     return code
 
 
-def serve(sock: socket.socket, request: dict[str, object], baseline: int) -> int:
-    limits: dict[str, int] = request["limits"]  # type: ignore[assignment]
+def serve(sock: socket.socket, request: dict[str, Any], baseline: int) -> int:
+    limits: dict[str, int] = request["limits"]
     try:
-        _write_inputs(request["files"])  # type: ignore[arg-type]
+        _write_inputs(request["files"])
     except OSError as exc:
         send(sock, {"event": "error", "layer": "inputs", "detail": str(exc)})
         return 70
@@ -523,13 +547,14 @@ def serve(sock: socket.socket, request: dict[str, object], baseline: int) -> int
     reason = os.read(status_r, 64).decode()
     os.close(status_r)
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if sig in (signal.SIGXCPU, signal.SIGKILL) and usage.ru_utime + usage.ru_stime >= limits[
-        "cpu_seconds"
-    ]:
+    if (
+        sig in (signal.SIGXCPU, signal.SIGKILL)
+        and usage.ru_utime + usage.ru_stime >= limits["cpu_seconds"]
+    ):
         reason = "cpu_time"
     elif sig is not None and not reason:
         reason = "signal"
-    files, skipped = _collect_outputs(request["outputs"], limits["output_file_bytes"])  # type: ignore[arg-type]
+    files, skipped = _collect_outputs(request["outputs"], limits["output_file_bytes"])
     send(
         sock,
         {

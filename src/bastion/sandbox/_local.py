@@ -1,0 +1,474 @@
+"""The default backend: Linux namespaces, seccomp and Landlock, with a pool of warm sandboxes.
+
+Owns: starting sandbox processes (fresh interpreters running ``_child.py``), the worker's half of
+their setup (uid maps when the worker is root), the pool, and turning one execution into an
+``ExecResult`` (output caps, the wall-clock kill, reasons). Does not own: what happens inside
+the sandbox (``_child.py``) or the seccomp deny list (``_seccomp.py``).
+
+Why not bubblewrap: a warm pool needs a sandbox that is already isolated *before* it knows its
+code, and that waits on a socket; and when the worker runs as root, bubblewrap maps the sandbox
+to host root, for which the kernel does not enforce ``RLIMIT_NPROC`` (fork bombs). Here the
+worker maps it to an unprivileged host uid (65534 by default). See docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import sysconfig
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bastion.sandbox._errors import SandboxCrashed, SandboxUnsupported
+from bastion.sandbox._seccomp import seccomp_program
+from bastion.sandbox._types import ExecResult, KilledReason, Limits, ResourceUsage, Timing
+from bastion.sandbox._types import check_input_name as _check_name
+
+CHILD_SCRIPT = str(Path(__file__).with_name("_child.py"))
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+DEFAULT_PRELOAD: tuple[str, ...] = (
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "functools",
+    "itertools",
+    "json",
+    "math",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "textwrap",
+    "traceback",
+    "linecache",
+    "types",
+    "builtins",
+)
+# Fixed, known values; nothing of the worker's environment (secrets) reaches the code.
+SANDBOX_ENV: dict[str, str] = {
+    "HOME": "/work",
+    "TMPDIR": "/work",
+    "LANG": "C.UTF-8",
+    "PATH": "/nonexistent",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+_SETUP_TIMEOUT = 30.0
+_DRAIN_TIMEOUT = 2.0
+
+
+@dataclass(kw_only=True, frozen=True)
+class NamespaceOptions:
+    """How the namespace backend builds its sandboxes."""
+
+    pool_size: int = 2
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    landlock: Literal["require", "best_effort", "off"] = "best_effort"
+    # Used when the worker is root: the sandbox runs as this host uid/gid, never as root.
+    host_uid: int = 65534
+    host_gid: int = 65534
+    python: str | None = None  # default: the worker's interpreter (its real path)
+    site_dirs: tuple[str, ...] | None = None  # default: the worker's site-packages
+    default_limits: Limits = field(default_factory=Limits)
+
+
+def _default_site_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    out: list[str] = []
+    for key in ("purelib", "platlib"):
+        p = os.path.realpath(paths[key])
+        if os.path.isdir(p) and p not in out:
+            out.append(p)
+    return tuple(out)
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def build_view(opts: NamespaceOptions) -> dict[str, Any]:
+    """The read-only filesystem the sandbox sees: runtime libraries and the interpreter only."""
+    binds: list[dict[str, str]] = []
+    bound: list[str] = []
+
+    def ro(src: str, dst: str | None = None) -> None:
+        if os.path.isdir(src) and not _under(src, bound):
+            binds.append({"src": src, "dst": dst or src, "kind": "ro"})
+            bound.append(src)
+
+    for d in ("/usr/lib", "/usr/lib64", "/usr/share/zoneinfo"):
+        ro(d)
+    ro(os.path.realpath(sys.base_prefix))
+    symlinks: list[list[str]] = []
+    for top in ("/lib", "/lib64"):
+        if os.path.islink(top):
+            symlinks.append([os.readlink(top), top])
+        else:
+            ro(top)
+    # Site directories are mounted under /opt so that they can never collide with /work.
+    site_dst: list[str] = []
+    for i, src in enumerate(opts.site_dirs if opts.site_dirs is not None else _default_site_dirs()):
+        if os.path.isdir(src):
+            dst = f"/opt/site-{i}"
+            binds.append({"src": src, "dst": dst, "kind": "ro"})
+            site_dst.append(dst)
+    for n in DEV_NODES:
+        binds.append({"src": f"/dev/{n}", "dst": f"/dev/{n}", "kind": "dev"})
+    return {"binds": binds, "symlinks": symlinks, "site_dirs": site_dst}
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    head = await reader.readexactly(4)
+    body = await reader.readexactly(struct.unpack(">I", head)[0])
+    frame: dict[str, Any] = json.loads(body)
+    return frame
+
+
+def _frame(obj: Mapping[str, Any]) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+@dataclass(kw_only=True)
+class _Proc:
+    """One sandbox process tree, isolated and waiting for exactly one request."""
+
+    proc: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    landlock_abi: int = 0
+    preloaded: list[str] = field(default_factory=list)
+
+    def kill(self) -> None:
+        # The worker started it in its own session: the group is the outer process and the
+        # sandbox's pid 1, whose death (PDEATHSIG) ends everything in its pid namespace.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.writer.close()
+
+    async def reap(self) -> None:
+        self.kill()
+        await self.proc.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self.reader.at_eof()
+
+
+class NamespaceSandbox:
+    """The default ``Sandbox``: isolated fresh interpreters, pre-warmed, used once each."""
+
+    backend = "namespaces"
+
+    def __init__(self, options: NamespaceOptions | None = None) -> None:
+        self._opts = options or NamespaceOptions()
+        self._python = self._opts.python or os.path.realpath(sys.executable)
+        self._view = build_view(self._opts)
+        self._ready: deque[_Proc] = deque()
+        self._waiters: deque[asyncio.Future[_Proc]] = deque()
+        self._starting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._map_by_parent = os.geteuid() == 0
+
+    async def __aenter__(self) -> NamespaceSandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Checks that every layer works (raises ``SandboxUnsupported`` if not), fills the pool."""
+        if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+            raise SandboxUnsupported("platform", f"{sys.platform}/{os.uname().machine}")
+        seccomp_program()
+        proc = await self._spawn(self._opts.default_limits)
+        if self._opts.pool_size > 0:
+            self._ready.append(proc)
+        else:
+            await proc.reap()
+        self._refill()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._ready:
+            await self._ready.popleft().reap()
+        while self._waiters:
+            self._waiters.popleft().cancel()
+
+    @property
+    def warm(self) -> int:
+        """How many pre-isolated sandboxes are waiting."""
+        return len(self._ready)
+
+    # ---- pool ---------------------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        while not self._closed and len(self._ready) + self._starting < self._opts.pool_size:
+            self._starting += 1
+            task = asyncio.get_running_loop().create_task(self._warm_one())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _warm_one(self) -> None:
+        try:
+            proc = await self._spawn(self._opts.default_limits)
+        except (SandboxUnsupported, SandboxCrashed) as exc:
+            self._starting -= 1
+            if self._waiters:
+                self._waiters.popleft().set_exception(exc)
+            return
+        self._starting -= 1
+        if self._closed:
+            await proc.reap()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(proc)
+                return
+        self._ready.append(proc)
+
+    async def _acquire(self, limits: Limits) -> tuple[_Proc, bool]:
+        pool = self._opts.default_limits
+        same_disk = (limits.disk_bytes, limits.max_files) == (pool.disk_bytes, pool.max_files)
+        if same_disk and self._opts.pool_size > 0:
+            while self._ready:
+                proc = self._ready.popleft()
+                self._refill()
+                if proc.alive:
+                    return proc, True
+                await proc.reap()
+            if self._starting > len(self._waiters):
+                waiter: asyncio.Future[_Proc] = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                proc = await waiter
+                self._refill()
+                return proc, True
+        return await self._spawn(limits), False
+
+    # ---- spawning -----------------------------------------------------------------------------
+
+    async def _spawn(self, limits: Limits) -> _Proc:
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self._python,
+                "-I",
+                "-S",
+                "-B",
+                CHILD_SCRIPT,
+                str(child_sock.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(child_sock.fileno(),),
+                env={},
+                cwd="/",
+                start_new_session=True,
+            )
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        sandbox = _Proc(proc=proc, reader=reader, writer=writer)
+        config = {
+            **self._view,
+            "map_by_parent": self._map_by_parent,
+            "host_uid": os.getuid(),
+            "host_gid": os.getgid(),
+            "workdir": {"bytes": limits.disk_bytes, "inodes": limits.max_files},
+            "seccomp": base64.b64encode(seccomp_program()).decode(),
+            "landlock": self._opts.landlock,
+            "preload": list(self._opts.preload),
+            "env": SANDBOX_ENV,
+        }
+        try:
+            writer.write(_frame(config))
+            async with asyncio.timeout(_SETUP_TIMEOUT):
+                while True:
+                    msg = await _read_frame(reader)
+                    if msg["event"] == "need_map":
+                        self._write_maps(proc.pid)
+                        writer.write(_frame({"event": "mapped"}))
+                    elif msg["event"] == "error":
+                        raise SandboxUnsupported(str(msg["layer"]), str(msg["detail"]))
+                    elif msg["event"] == "ready":
+                        sandbox.landlock_abi = int(msg["landlock_abi"])
+                        sandbox.preloaded = list(msg["preloaded"])
+                        return sandbox
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            await sandbox.reap()
+            err = (await proc.stderr.read()).decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise SandboxCrashed(
+                f"The sandbox process failed during setup: {exc!r}", stderr=err
+            ) from exc
+        except BaseException:
+            await sandbox.reap()
+            raise
+
+    def _write_maps(self, pid: int) -> None:
+        # The worker is root in the initial namespace, so it may map the sandbox's root to an
+        # unprivileged host uid: files, signals and RLIMIT_NPROC then apply as to that user.
+        uid, gid = self._opts.host_uid, self._opts.host_gid
+        for name, text in (("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/{pid}/{name}", "w", encoding="ascii") as fh:
+                fh.write(text)
+
+    # ---- executing ----------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        files: Mapping[str, bytes] | None = None,
+        outputs: Sequence[str] = (),
+        limits: Limits | None = None,
+    ) -> ExecResult:
+        if self._closed:
+            raise SandboxCrashed("This sandbox has been closed.")
+        limits = limits or self._opts.default_limits
+        payload = {
+            _check_name(name): base64.b64encode(data).decode()
+            for name, data in (files or {}).items()
+        }
+        t_setup = time.perf_counter()
+        proc, warm = await self._acquire(limits)
+        setup = time.perf_counter() - t_setup if not warm else 0.0
+        try:
+            return await self._run(proc, code, payload, list(outputs), limits, warm, setup)
+        finally:
+            await proc.reap()
+
+    async def _run(
+        self,
+        proc: _Proc,
+        code: str,
+        payload: dict[str, str],
+        outputs: list[str],
+        limits: Limits,
+        warm: bool,
+        setup: float,
+    ) -> ExecResult:
+        assert proc.proc.stdout is not None and proc.proc.stderr is not None
+        overflow = asyncio.Event()
+        out = _Capture(proc.proc.stdout, limits.max_output_bytes, overflow)
+        err = _Capture(proc.proc.stderr, limits.max_output_bytes, overflow)
+        request = {
+            "filename": "main.py",
+            "code": code,
+            "files": payload,
+            "outputs": outputs,
+            "limits": {
+                "cpu_seconds": limits.cpu_seconds,
+                "memory_bytes": limits.memory_bytes,
+                "processes": limits.processes,
+                "file_bytes": limits.max_file_bytes,
+                "open_files": limits.open_files,
+                "output_file_bytes": limits.output_file_bytes,
+            },
+        }
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(out.run()), loop.create_task(err.run())]
+        result_task = loop.create_task(_read_frame(proc.reader))
+        overflow_task: asyncio.Task[Any] = loop.create_task(overflow.wait())
+        reason: KilledReason | None = None
+        msg: dict[str, Any] | None = None
+        try:
+            proc.writer.write(_frame(request))
+            waiting: set[asyncio.Task[Any]] = {result_task, overflow_task}
+            done, _ = await asyncio.wait(
+                waiting,
+                timeout=limits.wall_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if result_task in done and result_task.exception() is None:
+                msg = result_task.result()
+            elif overflow_task in done:
+                reason = "output_limit"
+            elif not done:
+                reason = "wall_time"
+            else:
+                reason = "sandbox_lost"
+        finally:
+            wall = time.perf_counter() - t0
+            proc.kill()
+            result_task.cancel()
+            overflow_task.cancel()
+            await asyncio.wait(tasks, timeout=_DRAIN_TIMEOUT)
+            for t in tasks:
+                t.cancel()
+        if msg is not None and msg.get("event") == "error":
+            raise SandboxCrashed(f"The sandbox refused the request: {msg.get('detail')}")
+        exit_status: int | None = None
+        usage = ResourceUsage()
+        files: dict[str, bytes] = {}
+        skipped: dict[str, str] = {}
+        if msg is not None:
+            exit_status = int(msg["exit_status"])
+            reason = msg.get("reason") or (reason if out.truncated or err.truncated else None)
+            if out.truncated or err.truncated:
+                reason = "output_limit"
+            usage = ResourceUsage(
+                cpu_user_seconds=float(msg["cpu_user"]),
+                cpu_system_seconds=float(msg["cpu_system"]),
+                max_rss_kb=int(msg["max_rss_kb"]),
+            )
+            files = {k: base64.b64decode(v) for k, v in msg["files"].items()}
+            skipped = dict(msg["skipped"])
+        return ExecResult(
+            stdout=out.text(),
+            stderr=err.text(),
+            exit_status=exit_status,
+            killed_reason=reason,
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            files=files,
+            files_skipped=skipped,
+            usage=usage,
+            timing=Timing(wall_seconds=wall, setup_seconds=setup, warm=warm),
+            backend=self.backend,
+        )
+
+
+class _Capture:
+    """Reads one output stream up to a cap; past it, flags the overflow (the run is killed)."""
+
+    def __init__(self, stream: asyncio.StreamReader, cap: int, overflow: asyncio.Event) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._overflow = overflow
+        self._buf = bytearray()
+        self.truncated = False
+
+    async def run(self) -> None:
+        while chunk := await self._stream.read(65536):
+            room = self._cap - len(self._buf)
+            if len(chunk) > room:
+                self._buf += chunk[: max(room, 0)]
+                self.truncated = True
+                self._overflow.set()
+                return
+            self._buf += chunk
+
+    def text(self) -> str:
+        return self._buf.decode("utf-8", errors="replace")
