@@ -33,7 +33,7 @@ Tree (grouped by who must act)::
     │   ├── OutputValidationFailed    output_validation_failed
     │   ├── OutcomeUnknown            outcome_unknown
     │   └── NondeterminismError       nondeterminism
-    ├── ProviderError                 provider_error    the model provider; ``retryable`` says if a retry may help
+    ├── ProviderError                 provider_error    the provider (``retryable``: retry may help)
     │   ├── ProviderRateLimited       provider_rate_limited (carries retry_after)
     │   ├── ProviderUnavailable       provider_unavailable  (5xx, connection, timeout)
     │   ├── ProviderResponseInvalid   provider_response_invalid (malformed body)
@@ -322,7 +322,9 @@ class ProviderAuthError(ProviderError):
 
 class ProviderRequestRejected(ProviderError):
     code = "provider_request_rejected"
-    default_hint = "The provider refused the request as malformed; check the model name and options."
+    default_hint = (
+        "The provider refused the request as malformed; check the model name and options."
+    )
 
 
 class CircuitOpen(ProviderError):
@@ -342,7 +344,7 @@ class SandboxError(BastionError):
 # ---- signals ------------------------------------------------------------------------------------
 
 
-class RunCancelled(BaseException):  # noqa: N818 - a signal, not an error
+class RunCancelled(BaseException):
     """Raised inside a run when it is cancelled or killed. Never catch it in tool code."""
 
     code = "cancelled"

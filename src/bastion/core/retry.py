@@ -19,9 +19,7 @@ class RetryPolicy:
     max_delay: float = 10.0
     multiplier: float = 2.0
     jitter: float = 0.25
-    retry_on: tuple[type[BaseException], ...] = field(
-        default=(TimeoutError, ConnectionError)
-    )
+    retry_on: tuple[type[BaseException], ...] = field(default=(TimeoutError, ConnectionError))
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

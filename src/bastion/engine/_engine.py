@@ -76,9 +76,7 @@ class Engine:
         try:
             return self.agents[name]
         except KeyError:
-            raise AgentNotFound(
-                f"no agent named {name!r}", known=sorted(self.agents)
-            ) from None
+            raise AgentNotFound(f"no agent named {name!r}", known=sorted(self.agents)) from None
 
     async def submit(
         self, agent: str, input: Any, *, tenant: str = "default", run_id: str | None = None

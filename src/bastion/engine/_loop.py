@@ -55,7 +55,7 @@ Complete = Callable[[str, ModelRequest], Awaitable[ModelResponse]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class Suspend(Exception):  # noqa: N818 - control flow, not an error
+class Suspend(Exception):
     """The run must wait for a human at ``step_no`` for ``reason``."""
 
     def __init__(self, reason: WaitReason, step_no: int, detail: str = "") -> None:
@@ -250,7 +250,10 @@ class RunExecution:
         over = self.invalid_outputs > self.agent.limits.max_invalid_outputs
         payload = {"call": call.model_dump(exclude_defaults=True), "error": exc.to_dict()}
         slot = await self.journal.begin(
-            StepKind.VALIDATION, f"refuse:{call.name}"[:128], payload, digest(payload),
+            StepKind.VALIDATION,
+            f"refuse:{call.name}"[:128],
+            payload,
+            digest(payload),
             durable=over,
         )
         if isinstance(slot, Fresh) and not over:
@@ -386,11 +389,15 @@ class RunExecution:
                     run_id=self.run.id,
                 )
             final = decision.output if decision.kind in ("edit", "resolve") else output
-            await self.journal.finish(step, output={"accepted": True, "output": final}, durable=False)
+            await self.journal.finish(
+                step, output={"accepted": True, "output": final}, durable=False
+            )
             return True, final
         low_confidence = problem is None and self._below_threshold(output)
         if problem is None and not low_confidence:
-            await self.journal.finish(step, output={"accepted": True, "output": output}, durable=False)
+            await self.journal.finish(
+                step, output={"accepted": True, "output": output}, durable=False
+            )
             return True, output
         if low_confidence:
             await self.journal.flush()
@@ -400,7 +407,9 @@ class RunExecution:
             await self.journal.flush()
             raise Suspend(WaitReason.OUTPUT_REVIEW, step.step_no, problem or "")
         feedback = f"Your final answer was not accepted: {problem}. Answer again."
-        await self.journal.finish(step, output={"accepted": False, "feedback": feedback}, durable=False)
+        await self.journal.finish(
+            step, output={"accepted": False, "feedback": feedback}, durable=False
+        )
         self.add_message(Message.user(feedback))
         return False, None
 

@@ -39,8 +39,8 @@ class Plan(BaseModel):
 PLAN_FORMAT = ResponseFormat(name="plan", json_schema=Plan.model_json_schema())
 
 _PLAN_PROMPT = (
-    "Reply with a JSON plan only: {\"steps\": [{\"id\": \"s1\", \"tool\": NAME, \"arguments\": "
-    "{...}, \"depends_on\": []}, ...]}. Use \"${s1}\" or \"${s1.field}\" inside arguments to use "
+    'Reply with a JSON plan only: {"steps": [{"id": "s1", "tool": NAME, "arguments": '
+    '{...}, "depends_on": []}, ...]}. Use "${s1}" or "${s1.field}" inside arguments to use '
     "an earlier step's result. Tools: "
 )
 
@@ -150,7 +150,9 @@ async def run_plan_mode(ex: RunExecution) -> Any:
             raise MaxTurnsExceeded(
                 f"the plan failed {replans} times; last failure: {failure}", run_id=ex.run.id
             )
-        ex.add_message(Message.user(f"The plan stopped: {failure}. Send a new plan for what remains."))
+        ex.add_message(
+            Message.user(f"The plan stopped: {failure}. Send a new plan for what remains.")
+        )
     ex.add_message(Message.user("All planned steps are done. Give the final answer."))
     fmt = None
     if ex.agent.output_type is not None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus, WaitReason
 from bastion.core.messages import Usage
+from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus, WaitReason
 
 #: Step columns an upsert may change (the key and started_at stay).
 STEP_MUTABLE = (
@@ -58,6 +58,10 @@ def ts(value: datetime | None) -> float | None:
 
 def dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def dt_required(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
 
 
 def run_to_row(run: Run) -> dict[str, Any]:
@@ -115,8 +119,8 @@ def row_to_run(row: Any) -> Run:
         lease_owner=m["lease_owner"],
         lease_expires_at=dt(m["lease_expires_at"]),
         not_before=dt(m["not_before"]),
-        created_at=dt(m["created_at"]),
-        updated_at=dt(m["updated_at"]),
+        created_at=dt_required(m["created_at"]),
+        updated_at=dt_required(m["updated_at"]),
         schema_version=m["schema_version"],
     )
 
@@ -181,6 +185,6 @@ def row_to_step(row: Any) -> Step:
             cost_usd=m["cost_usd"],
         ),
         decision=Decision.model_validate(decision) if decision else None,
-        started_at=dt(m["started_at"]),
+        started_at=dt_required(m["started_at"]),
         finished_at=dt(m["finished_at"]),
     )

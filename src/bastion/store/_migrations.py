@@ -73,8 +73,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX ix_runs_status ON runs (status, created_at)",
             "CREATE INDEX ix_runs_tenant ON runs (tenant, created_at)",
-            f"CREATE TABLE steps (run_id VARCHAR(64) NOT NULL, step_no INTEGER NOT NULL,{_STEP_COLS},"
-            " PRIMARY KEY (run_id, step_no))",
+            "CREATE TABLE steps (run_id VARCHAR(64) NOT NULL, step_no INTEGER NOT NULL,"
+            f"{_STEP_COLS}, PRIMARY KEY (run_id, step_no))",
             "CREATE TABLE step_archive (run_id VARCHAR(64) NOT NULL, generation INTEGER NOT NULL,"
             f" step_no INTEGER NOT NULL,{_STEP_COLS}, archived_at DOUBLE PRECISION NOT NULL,"
             " PRIMARY KEY (run_id, generation, step_no))",

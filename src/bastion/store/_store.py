@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, event, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -259,19 +260,23 @@ class Store:
 
     async def _upsert_steps(self, conn: AsyncConnection, items: Sequence[Step]) -> None:
         rows = [codec.step_to_row(s) for s in items]
+        key = [steps.c.run_id, steps.c.step_no]
+        stmt: Any
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            pg = postgresql.insert(steps)
+            stmt = pg.on_conflict_do_update(
+                index_elements=key, set_={c: pg.excluded[c] for c in codec.STEP_MUTABLE}
+            )
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(steps)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[steps.c.run_id, steps.c.step_no],
-            set_={c: excluded[c] for c in codec.STEP_MUTABLE},
-        )
+            lite = sqlite.insert(steps)
+            stmt = lite.on_conflict_do_update(
+                index_elements=key, set_={c: lite.excluded[c] for c in codec.STEP_MUTABLE}
+            )
         await conn.execute(stmt, rows)
 
-    async def _archive(self, conn: AsyncConnection, run_id: str, from_step: int, now: float) -> None:
+    async def _archive(
+        self, conn: AsyncConnection, run_id: str, from_step: int, now: float
+    ) -> None:
         generation = (
             await conn.execute(
                 select(func.coalesce(func.max(step_archive.c.generation), 0)).where(
@@ -400,8 +405,8 @@ class Store:
                     run_id = (await conn.execute(pick)).scalar()
                     if run_id is None:
                         return None
-                    stmt = update(runs).where(runs.c.id == run_id).values(**values)
-                    row = (await conn.execute(stmt.returning(*runs.c))).first()
+                    by_id = update(runs).where(runs.c.id == run_id).values(**values)
+                    row = (await conn.execute(by_id.returning(*runs.c))).first()
             return codec.row_to_run(row) if row is not None else None
 
         claimed: Run | None = await self._retry_locked(op)
@@ -433,8 +438,10 @@ class Store:
         size = func.coalesce(func.length(steps.c.input), 0) + func.coalesce(
             func.length(steps.c.output), 0
         )
-        size = size + func.coalesce(func.length(steps.c.error), 0) + func.coalesce(
-            func.length(steps.c.decision), 0
+        size = (
+            size
+            + func.coalesce(func.length(steps.c.error), 0)
+            + func.coalesce(func.length(steps.c.decision), 0)
         )
         size = size + func.length(steps.c.name) + func.coalesce(func.length(steps.c.input_hash), 0)
         query = select(func.coalesce(func.sum(size), 0), func.count()).where(

@@ -30,9 +30,7 @@ class ToolRegistry:
         try:
             return self._tools[name]
         except KeyError:
-            raise ToolNotFound(
-                f"no tool named {name!r}", available=sorted(self._tools)
-            ) from None
+            raise ToolNotFound(f"no tool named {name!r}", available=sorted(self._tools)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

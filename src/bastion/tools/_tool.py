@@ -78,7 +78,9 @@ class Tool:
 
     def schema(self) -> ToolSchema:
         """What the model sees."""
-        return ToolSchema(name=self.name, description=self.description, parameters=self.input_schema)
+        return ToolSchema(
+            name=self.name, description=self.description, parameters=self.input_schema
+        )
 
     def contract(self) -> dict[str, Any]:
         """The full declared contract, as recorded with a run's spec."""
@@ -215,7 +217,9 @@ def tool(
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
-def tool(fn: ToolFunction | None = None, /, **options: Any) -> Tool | Callable[[ToolFunction], Tool]:
+def tool(
+    fn: ToolFunction | None = None, /, **options: Any
+) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare a tool. Use bare (``@tool``) or with options (``@tool(effect="write")``).
 
     Options: ``effect`` (none | read | write | external), ``idempotent`` (default True for
