@@ -84,8 +84,8 @@ class TokenBucket:
 
     async def acquire(self, tokens: float = 0.0) -> float:
         """Wait for capacity and take it. Returns the seconds waited (as told by the clock)."""
+        start = self._clock()
         async with self._lock:
-            start = self._clock()
             while True:
                 self._refill()
                 wait = self._wait_needed(tokens)
