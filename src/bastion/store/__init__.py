@@ -3,4 +3,4 @@
 from bastion.store._migrations import MIGRATIONS, Migration
 from bastion.store._store import DeadLetter, Store
 
-__all__ = ["MIGRATIONS", "DeadLetter", "Migration", "Store"]
+__all__ = ["DeadLetter", "MIGRATIONS", "Migration", "Store"]
