@@ -134,6 +134,10 @@ class Engine:
                 await self._release(journal)
                 raise
             # The watcher stopped the run: it was cancelled or taken by someone else.
+        except (ConcurrentUpdate, LeaseLost) as lost:
+            # Writing the run's outcome lost a race (e.g. a cancel landed first): the stored
+            # run is the truth; the journal already holds every step that was acted on.
+            log.warning("run %s: final write lost a race: %s", run.id, lost)
         finally:
             watcher.cancel()
             with contextlib.suppress(BaseException):
