@@ -285,3 +285,38 @@ async def test_ids_are_synthesised_and_object_arguments_accepted() -> None:
     assert out.message.tool_calls == (
         ToolCall(id="call_0", name="get_weather", arguments={"a": 1}),
     )
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}, None),  # far future: just positive
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "later"}, "absent"),
+    ],
+)
+async def test_rate_limit_retry_after_forms(
+    server: HttpStubServer, headers: dict[str, str], expected: float | str | None
+) -> None:
+    server.add(StubResponse(status=429, headers=headers, json={"error": {"message": "slow"}}))
+    provider = provider_for(server)
+    with pytest.raises(ProviderRateLimited) as info:
+        await provider.complete(ask())
+    await provider.aclose()
+    if expected is None:
+        assert info.value.retry_after is not None and info.value.retry_after > 3600
+    elif expected == "absent":
+        assert info.value.retry_after is None
+    else:
+        assert info.value.retry_after == expected
+
+
+async def test_redirect_loop_is_unavailable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"location": str(request.url)})
+
+    provider = OpenAIProvider(api_key="k", transport=httpx.MockTransport(handler))
+    provider._client.follow_redirects = True
+    with pytest.raises(ProviderUnavailable):
+        await provider.complete(ask())
+    await provider.aclose()

@@ -70,6 +70,20 @@ def _error_detail(response: httpx.Response) -> str:
     return response.text[:_DETAIL_CHARS]
 
 
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """``retry-after-ms`` (sent by OpenAI and compatible servers) is more precise than the
+    standard ``Retry-After``; use it when it is readable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis)
+        except ValueError:
+            value = float("nan")
+        if value == value and value >= 0:  # not NaN, not negative
+            return value / 1000.0
+    return parse_retry_after(headers.get("retry-after"))
+
+
 def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
     """The ``ProviderError`` for a non-2xx response."""
     status = response.status_code
@@ -80,7 +94,7 @@ def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
             message,
             provider=provider,
             status=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=_retry_after(response.headers),
         )
     if status in (401, 403):
         return ProviderAuthError(message, provider=provider, status=status)
@@ -115,6 +129,12 @@ async def post_json(
     except httpx.DecodingError as exc:
         raise ProviderResponseInvalid(
             f"{provider} sent a body that could not be decoded: {exc}", provider=provider
+        ) from exc
+    except httpx.RequestError as exc:  # e.g. too many redirects: the endpoint is misbehaving
+        raise ProviderUnavailable(
+            f"{provider} request failed: {type(exc).__name__}: {exc}",
+            provider=provider,
+            reason="request",
         ) from exc
     if not response.is_success:
         raise error_for_status(provider, response)
