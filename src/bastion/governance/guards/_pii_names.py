@@ -1,10 +1,11 @@
 """Names and places without a model: gazetteers, word shape, context words, an address grammar.
 
-Owns PERSON, LOCATION and STREET_ADDRESS for the fast tier. The gazetteer (``data/gazetteer.json.gz``,
-built by ``_build_gazetteer``) gives first and last names of ~100 countries and place names; a
-name that is also a common English word ("Will", "Brown") is *weak* and counts only beside another
-name or after a context word. Places are matched with an Aho-Corasick automaton (linear in the
-text); names by looking capitalised tokens up in sets. Does not own the structured entities.
+Owns PERSON, LOCATION and STREET_ADDRESS for the fast tier. The gazetteer
+(``data/gazetteer.json.gz``, built by ``_build_gazetteer``) gives first and last names of ~100
+countries and place names; a name that is also a common English word ("Will", "Brown") is *weak*
+and counts only beside another name or after a context word. Places are matched with an
+Aho-Corasick automaton (linear in the text); names by looking capitalised tokens up in sets.
+Does not own the structured entities.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from bastion.governance.guards._text import same_length_lower
 from bastion.governance.guards._types import Finding
 
 _UP = "A-ZÀ-ÖØ-ÞĀ-ĶĹ-ŇŊ-žΑ-ΩΆ-ΏА-ЯЁ"
-_TOKEN_RE = re.compile(r"[^\W\d_][\w'’\-]{0,40}\.?")
-_SENT_END = set(".!?:;\n\"“”>|*-•")
+_TOKEN_RE = re.compile(r"[^\W\d_][\w'\u2019\-]{0,40}\.?")
+_SENT_END = set('.!?:;\n"“”>|*-•')
 
 TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "mister", "lady", "lord"}
 PERSON_BEFORE = re.compile(
@@ -59,7 +60,7 @@ _STREET_PREFIX = (
     r"Chemin|Quai|Strada|Carrer|Praça|Rambla|Travessa|Paseo|Camino|Carretera|Plaza|Allée|Impasse"
 )
 _UNIT = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|PSC|Box|P\.?\s?O\.?\s?Box|Postbox)"
-_CAPW = rf"[{_UP}\d][\w'’.\-]{{0,30}}"
+_CAPW = rf"[{_UP}\d][\w'\u2019.\-]{{0,30}}"
 
 ADDRESS_CORES = [
     # 1668 Glyn St · 14 Crown Street Kishiev Squares
@@ -70,11 +71,13 @@ ADDRESS_CORES = [
         re.IGNORECASE,
     ),
     # Rue de Piétrain 371 · ul. Więckowskiego Stefana 28 · 137 Avenue Teboulbi
-    re.compile(rf"(?<![\w\-])(?:{_STREET_PREFIX})(?: [\w'’\-.]{{1,30}}){{1,4}} \d{{1,5}}\b"),
-    re.compile(rf"(?<![\w\-])\d{{1,6}} (?:{_STREET_PREFIX})(?: [{_UP}][\w'’\-]{{0,30}}){{1,4}}"),
+    re.compile(rf"(?<![\w\-])(?:{_STREET_PREFIX})(?: [\w'\u2019\-.]{{1,30}}){{1,4}} \d{{1,5}}\b"),
+    re.compile(
+        rf"(?<![\w\-])\d{{1,6}} (?:{_STREET_PREFIX})(?: [{_UP}][\w'\u2019\-]{{0,30}}){{1,4}}"
+    ),
     # Király u. 15. · Erzsébet tér 19. · Diakou Street 12
     re.compile(
-        rf"(?<![\w\-])[{_UP}][\w'’\-]{{1,30}} (?:[{_UP}][\w'’\-]{{1,30}} )?"
+        rf"(?<![\w\-])[{_UP}][\w'\u2019\-]{{1,30}} (?:[{_UP}][\w'\u2019\-]{{1,30}} )?"
         rf"(?:{_STREET_WORDS})\.? \d{{1,5}}\b\.?"
     ),
     # Apt. 864 · Suite 727 · PSC 0413, Box 8144
@@ -83,7 +86,7 @@ ADDRESS_CORES = [
 # Tail of an address: ", City", "\nCountry 12345", "Apt. 3", "CO" - bounded, one piece at a time.
 _ADDRESS_TAIL = re.compile(
     rf"[ \t]{{0,3}}(?:,[ \t]{{0,3}}|\n[ \t>]{{0,3}}(?:,[ \t]{{0,3}})?)?(?:{_UNIT} ?#?\d{{1,6}}"
-    rf"|\d{{3,6}}(?![\w\-])|[{_UP}][\w'’\-]{{0,30}}(?: \([{_UP}][\w]{{0,20}}\))?)"
+    rf"|\d{{3,6}}(?![\w\-])|[{_UP}][\w'\u2019\-]{{0,30}}(?: \([{_UP}][\w]{{0,20}}\))?)"
 )
 _ADDRESS_TAIL_STOP = {"the", "and", "is", "was", "please", "this", "that", "thank"}
 
@@ -96,7 +99,6 @@ class Gazetteer:
     last_weak: frozenset[str]
     common: frozenset[str]
     places: object  # ahocorasick.Automaton (untyped)
-
 
 
 @lru_cache(maxsize=1)
@@ -205,7 +207,7 @@ def find_persons(text: str, gaz: Gazetteer) -> list[Finding]:
 
 
 def _kind(word: str, gaz: Gazetteer) -> str:
-    w = word.rstrip(".").replace("’", "'").lower()
+    w = word.rstrip(".").replace("\u2019", "'").lower()
     if len(w) == 1:
         return "I"  # an initial
     if len(w) <= 3 and word.isupper():

@@ -103,7 +103,9 @@ def find_cards(text: str) -> list[Finding]:
 
 # ---- IBAN (mod-97) ------------------------------------------------------------------------------
 
-IBAN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])")
+IBAN_RE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+)
 # Lengths per country from the IBAN registry (a subset; other countries get the generic bound).
 _IBAN_LENGTHS = {
     "AD": 24, "AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24, "DE": 22, "DK": 18,
@@ -205,8 +207,9 @@ PHONE_RE = re.compile(
     r"\d{1,12}(?:[ .\-]\d{1,12}){0,6}(?: ?(?:x|ext\.?|#) ?\d{1,5})?(?![\w\-]|\.\d)"
 )
 PHONE_CONTEXT = _words(
-    "phone", "tel", "telephone", "mobile", "cell", "call", "calling", "number", "reach", "contact",
-    "fax", "whatsapp", "sms", "text", "dial", "ring", "landline", "hotline", "registered", "answering",
+    "phone", "tel", "telephone", "mobile", "cell", "call", "calling", "number", "reach",
+    "contact", "fax", "whatsapp", "sms", "text", "dial", "ring", "landline", "hotline",
+    "registered", "answering",
 )  # fmt: skip
 NOT_PHONE_CONTEXT = _words(
     "order", "invoice", "tracking", "ref", "reference", "account", "acct", "id", "serial",
@@ -254,7 +257,8 @@ def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]{0,6}\.?"
 DATE_RE = re.compile(
     rf"(?<!\d)(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}"
-    rf"|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}(?:st|nd|rd|th)? {_MONTH},? \d{{4}})(?!\d)"
+    rf"|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)? {_MONTH},? \d{{4}})(?!\d)"
 )
 DOB_CONTEXT = _words("born", "birth", "birthday", "dob", "d\\.o\\.b\\.?", "b\\.", "birthdate")
 
@@ -310,7 +314,9 @@ def compile_deny_lists(lists: Iterable[DenyList]) -> Detector:
             hay = text if case_sensitive else same_length_lower(text)
             for end_idx, (length, kind, score) in automaton.iter(hay):
                 start, end = end_idx - length + 1, end_idx + 1
-                if (start > 0 and hay[start - 1].isalnum()) or (end < len(hay) and hay[end].isalnum()):
+                if (start > 0 and hay[start - 1].isalnum()) or (
+                    end < len(hay) and hay[end].isalnum()
+                ):
                     continue  # whole words only
                 out.append(_finding(start, end, kind, score, "deny_list"))
         return out

@@ -30,7 +30,7 @@ def _walk(items: Any, inside_unbounded: bool) -> None:
     for op, arg in items:
         name = str(op)
         if name in _REPEATS:
-            low, high, sub = arg
+            _low, high, sub = arg
             unbounded = high == _MAXREPEAT or high > 64
             if inside_unbounded and (unbounded or _has_repeat(sub)):
                 raise UnsafePattern("nested repetition (e.g. (a+)+) can backtrack exponentially")

@@ -38,7 +38,7 @@ _CONTROL_TABLE = {c: " " for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: 
 
 
 def same_length_lower(text: str) -> str:
-    """``text.lower()`` with offsets preserved (a few characters, like 'İ', lengthen when lowered)."""
+    """``text.lower()`` with offsets preserved (a few characters lengthen when lowered)."""
     low = text.lower()
     if len(low) == len(text):
         return low

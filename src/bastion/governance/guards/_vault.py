@@ -132,7 +132,7 @@ def decode_key(key: str) -> bytes:
     """The raw 32-byte key from its urlsafe base64 form in config."""
     raw = base64.urlsafe_b64decode(key.encode())
     if len(raw) != 32:
-        raise GuardError("vault key must be 32 bytes", hint="Generate one with `bastion guard key`.")
+        raise GuardError("vault key must be 32 bytes", hint="Generate one: `bastion guard key`.")
     return raw
 
 

@@ -1,0 +1,188 @@
+"""Train the injection classifier shipped in ``src/bastion/governance/guards/data/``.
+
+Reproducible: fixed seed, *train* splits of BIPIA only (``../shared/data/bipia``: the e-mail and
+code contexts' ``train.jsonl`` and ``text_attack_train.json`` / ``code_attack_train.json``). The
+test splits and ``prompt_injection.json`` are never read here; ``bench/guards_bench.py`` evaluates
+on them. Needs the ``bench`` extra (scikit-learn)::
+
+    .venv/bin/python bench/train_injection.py
+
+Samples are the windows the guard itself scores (``_classifier.windows``): an attack is inserted
+at the start, middle or end of a benign context, the window holding the attack's first line is
+a positive, and every window of the untouched contexts is a negative. The decision threshold is
+picked from out-of-fold document scores (folds split both contexts and attacks) so that at most
+2% of benign training documents are flagged; then the model is refitted on everything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bipia"
+OUT = ROOT / "src" / "bastion" / "governance" / "guards" / "data" / "injection_model.json.gz"
+SEED = 20261123
+FOLDS = 5
+TARGET_FPR = 0.02
+sys.path.insert(0, str(ROOT / "src"))
+
+from bastion.governance.guards._classifier import features, windows  # noqa: E402
+
+Doc = tuple[str, tuple[int, int] | None]  # text, span of the attack's first line (None: benign)
+
+
+def load_contexts(task: str, split: str) -> list[str]:
+    """Benign contexts of one BIPIA task ("email" or "code") and split."""
+    out = []
+    for line in (DATA / task / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        ctx = row["context"]
+        out.append("\n".join(ctx) if isinstance(ctx, list) else str(ctx))
+    return out
+
+
+def load_attacks(task: str, split: str) -> list[str]:
+    name = "text" if task == "email" else "code"
+    table = json.loads((DATA / f"{name}_attack_{split}.json").read_text(encoding="utf-8"))
+    return [a for items in table.values() for a in items]
+
+
+def insert(context: str, attack: str, position: str) -> Doc:
+    """Place ``attack`` at the start, middle (a line or sentence boundary) or end of ``context``."""
+    if position == "start":
+        at = 0
+        text = attack + "\n" + context
+    elif position == "end":
+        at = len(context) + 1
+        text = context + "\n" + attack
+    else:
+        mid = len(context) // 2
+        cut = context.find("\n", mid)
+        if cut == -1:
+            cut = context.find(". ", mid)
+            cut = cut + 1 if cut != -1 else len(context)
+        at = cut + 1
+        text = context[:cut] + "\n" + attack + "\n" + context[cut:].lstrip("\n")
+    head = attack.split("\n", 1)[0]
+    return text, (at, at + len(head))
+
+
+def scenarios(task: str, split: str, *, per_attack: int | None, seed: int) -> Iterator[Doc]:
+    """Attack documents: each attack inserted into contexts at each position."""
+    rng = random.Random(seed)
+    contexts = load_contexts(task, split)
+    for attack in load_attacks(task, split):
+        chosen = contexts if per_attack is None else rng.sample(contexts, per_attack)
+        for ctx in chosen:
+            for position in ("start", "middle", "end"):
+                yield insert(ctx, attack, position)
+
+
+def _labelled_windows(doc: Doc) -> list[tuple[str, int]]:
+    text, head = doc
+    rows = []
+    for s, e in windows(text):
+        if head is None:
+            rows.append((text[s:e], 0))
+        elif s < head[1] and head[0] < e:
+            rows.append((text[s:e], 1))
+    return rows
+
+
+def main() -> int:
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    rng = random.Random(SEED)
+    docs: list[tuple[Doc, int, int]] = []  # doc, context fold, attack fold (-1 benign)
+    for task in ("email", "code"):
+        contexts = load_contexts(task, "train")
+        attacks = load_attacks(task, "train")
+        for i, ctx in enumerate(contexts):
+            docs.append(((ctx, None), i % FOLDS, -1))
+        for j, attack in enumerate(attacks):
+            for i in rng.sample(range(len(contexts)), 6):
+                for position in ("start", "middle", "end"):
+                    docs.append((insert(contexts[i], attack, position), i % FOLDS, j % FOLDS))
+
+    def fit(rows: list[tuple[str, int]]):  # type: ignore[no-untyped-def]
+        model = make_pipeline(
+            CountVectorizer(analyzer=lambda t: sorted(features(t)), binary=True, min_df=2),
+            Normalizer(norm="l2"),
+            LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced", random_state=SEED),
+        )
+        model.fit([r[0] for r in rows], [r[1] for r in rows])
+        return model
+
+    # Out-of-fold document scores for the threshold.
+    benign_scores, attack_scores = [], []
+    for k in range(FOLDS):
+        train_rows = [
+            row for doc, cf, af in docs if cf != k and af != k for row in _labelled_windows(doc)
+        ]
+        model = fit(train_rows)
+        for doc, cf, af in docs:
+            if cf != k or (af != -1 and af != k):
+                continue
+            text = doc[0]
+            spans = windows(text)
+            probs = model.predict_proba([text[s:e] for s, e in spans])[:, 1]
+            score = float(probs.max()) if len(probs) else 0.0
+            (benign_scores if af == -1 else attack_scores).append(score)
+    threshold = max(0.5, float(np.quantile(benign_scores, 1 - TARGET_FPR)) + 1e-6)
+    oof_recall = float(np.mean([s >= threshold for s in attack_scores]))
+    oof_fpr = float(np.mean([s >= threshold for s in benign_scores]))
+
+    rows = [row for doc, _, _ in docs for row in _labelled_windows(doc)]
+    model = fit(rows)
+    vec, _, lr = model.steps[0][1], model.steps[1][1], model.steps[2][1]
+    vocab: dict[str, int] = vec.vocabulary_
+    coef = lr.coef_[0]
+    weights = {term: round(float(coef[i]), 5) for term, i in vocab.items()}
+    data = {
+        "weights": weights,
+        "bias": float(lr.intercept_[0]),
+        "threshold": threshold,
+        "meta": {
+            "trained_on": "BIPIA train splits (email+text attacks, code+code attacks)",
+            "seed": SEED,
+            "windows": len(rows),
+            "positives": sum(r[1] for r in rows),
+            "features": len(weights),
+            "oof_doc_recall": round(oof_recall, 4),
+            "oof_doc_fpr": round(oof_fpr, 4),
+            "target_fpr": TARGET_FPR,
+        },
+    }
+    # The guard scores in pure Python; check it reproduces sklearn before shipping.
+    from bastion.governance.guards._classifier import InjectionModel
+
+    shipped = InjectionModel(
+        weights={k: float(v) for k, v in weights.items()},
+        bias=data["bias"],
+        threshold=threshold,
+        meta={},
+    )
+    sample = [r[0] for r in rng.sample(rows, 200)]
+    ref = model.predict_proba(sample)[:, 1]
+    worst = max(abs(shipped.probability(t) - p) for t, p in zip(sample, ref, strict=True))
+    assert worst < 1e-3, f"pure-Python scorer differs from sklearn by {worst}"
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(OUT, "wt", encoding="utf-8", compresslevel=9) as fh:
+        json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+    print(json.dumps(data["meta"], indent=2))
+    print(f"threshold {threshold:.4f}; wrote {OUT} ({OUT.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

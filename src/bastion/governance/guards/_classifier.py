@@ -1,0 +1,89 @@
+"""The small injection classifier: word n-gram logistic regression, scored in pure Python.
+
+Owns the feature function (shared with ``bench/train_injection.py``, which trains the model with
+scikit-learn and checks that this scorer reproduces its probabilities), loading the shipped
+model (``data/injection_model.json.gz``), and scoring a document as the maximum over short
+windows, so one injected sentence in a long e-mail is not diluted by the rest. Does not own the
+heuristics or the decision threshold's use (``_injection``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+_WORD = re.compile(r"[a-z0-9']{1,30}|[^\sa-z0-9']")
+_SPLIT = re.compile(r"\n{1,10}|(?<=[.!?])\s{1,10}")
+WINDOW_MIN = 60
+WINDOW_MAX = 400
+MAX_NGRAM = 2
+
+
+def features(text: str) -> set[str]:
+    """Binary features: lower-cased word unigrams and bigrams (tokens include punctuation)."""
+    toks = _WORD.findall(text.lower())
+    feats = set(toks)
+    feats.update(f"{a} {b}" for a, b in itertools.pairwise(toks))
+    return feats
+
+
+def windows(text: str) -> list[tuple[int, int]]:
+    """Split ``text`` into sentence/line windows of roughly WINDOW_MIN..WINDOW_MAX chars."""
+    cuts = [0]
+    for m in _SPLIT.finditer(text):
+        cuts.append(m.end())
+    cuts.append(len(text))
+    out: list[tuple[int, int]] = []
+    start = 0
+    for cut in cuts[1:]:
+        if cut - start >= WINDOW_MIN or cut == len(text):
+            # Long sentences are split hard; the model only needs local evidence.
+            while cut - start > WINDOW_MAX:
+                out.append((start, start + WINDOW_MAX))
+                start += WINDOW_MAX - 40
+            if cut > start:
+                out.append((start, cut))
+            start = cut
+    return [(s, e) for s, e in out if text[s:e].strip()]
+
+
+@dataclass(frozen=True)
+class InjectionModel:
+    weights: dict[str, float]
+    bias: float
+    threshold: float
+    meta: dict[str, object]
+
+    def probability(self, text: str) -> float:
+        """P(injection) for one window, identical to the sklearn pipeline it was trained with."""
+        hits = [self.weights[f] for f in features(text) if f in self.weights]
+        z = self.bias + (sum(hits) / math.sqrt(len(hits)) if hits else 0.0)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def scan(self, text: str) -> tuple[float, tuple[int, int]]:
+        """The highest window probability in ``text`` and that window's span."""
+        best, span = 0.0, (0, 0)
+        for s, e in windows(text):
+            p = self.probability(text[s:e])
+            if p > best:
+                best, span = p, (s, e)
+        return best, span
+
+
+@lru_cache(maxsize=1)
+def load_model() -> InjectionModel:
+    ref = resources.files("bastion.governance.guards").joinpath("data/injection_model.json.gz")
+    with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    return InjectionModel(
+        weights={k: float(v) for k, v in data["weights"].items()},
+        bias=float(data["bias"]),
+        threshold=float(data["threshold"]),
+        meta=dict(data.get("meta", {})),
+    )

@@ -1,0 +1,117 @@
+"""Normalisation for the injection guard: undo the tricks that hide instructions from matchers.
+
+Owns removing zero-width and bidi controls, folding compatibility forms and cross-script
+look-alikes to ASCII (NFKC plus a confusables table), and finding encoded blobs (base64, hex,
+URL-encoding, rot13) whose decoded text must be scanned again. The normalised text is for
+detection only; it is never forwarded, and offsets of findings refer to the original text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+import urllib.parse
+from dataclasses import dataclass
+
+#: Zero-width, joiners, soft hyphen, word joiner, BOM and tag characters.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff\U000e0000-\U000e007f]")
+#: Bidirectional embedding/override/isolate controls (the "Trojan Source" characters).
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+# Cyrillic and Greek letters that render like Latin ones. NFKC does not fold these.
+_CONFUSABLES = str.maketrans(
+    "\u0410\u0412\u0415\u0405\u0406\u0408\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0423\u0430\u0435\u0456\u0458\u043e\u0440\u0441\u0445"
+    "\u0443\u0455\u0501\u051b\u051d\u04cf\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7\u03bf\u03b1\u03bd",
+    "ABESIJKMHOPCTXYaeijopcxysdqwlABEZHIKMNOPTYXoav",
+)
+
+_B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
+# Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
+_HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
+_URLENC = re.compile(r"%[%0-9A-Za-z._~\-]{17,30000}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hidden:
+    """Counts of characters removed by normalisation (evidence of hiding)."""
+
+    invisible: int
+    bidi: int
+    confusable: int
+
+
+def normalise(text: str) -> tuple[str, Hidden]:
+    """Fold the text for matching; return it with what was removed or folded."""
+    invisible = len(_INVISIBLE.findall(text))
+    bidi = len(_BIDI.findall(text))
+    cleaned = _BIDI.sub("", _INVISIBLE.sub("", text)) if invisible or bidi else text
+    folded = unicodedata.normalize("NFKC", cleaned)
+    latin = folded.translate(_CONFUSABLES)
+    confusable = 0
+    if latin != folded:
+        # Only count look-alikes mixed into Latin words; plain Greek or Russian text is fine.
+        for word in re.findall(r"\w+", folded):
+            if word.translate(_CONFUSABLES) != word and any("a" <= c.lower() <= "z" for c in word):
+                confusable += 1
+    return latin, Hidden(invisible=invisible, bidi=bidi, confusable=confusable)
+
+
+def _printable_ratio(s: str) -> float:
+    if not s:
+        return 0.0
+    good = sum(ch.isprintable() or ch in "\n\r\t" for ch in s)
+    return good / len(s)
+
+
+def _as_text(raw: bytes) -> str | None:
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    letters = sum(ch.isalpha() or ch == " " for ch in s)
+    if _printable_ratio(s) < 0.95 or letters < 0.6 * len(s) or " " not in s:
+        return None  # binary or a random token, not a hidden sentence
+    return s
+
+
+def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]:
+    """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``."""
+    out: list[tuple[int, int, str, str]] = []
+    for m in _B64.finditer(text):
+        blob = m.group()
+        if blob.isalpha() or blob.isdigit():
+            continue  # a long word or number, not base64
+        padded = blob + "=" * (-len(blob) % 4)
+        try:
+            raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        s = _as_text(raw)
+        if s:
+            out.append((m.start(), m.end(), "base64", s))
+        if len(out) >= limit:
+            return out
+    for m in _HEX.finditer(text):
+        digits = re.sub(r"[ :]", "", m.group())
+        if len(digits) % 2:
+            digits = digits[:-1]
+        try:
+            s = _as_text(bytes.fromhex(digits))
+        except ValueError:
+            continue
+        if s:
+            out.append((m.start(), m.end(), "hex", s))
+    for m in _URLENC.finditer(text):
+        if m.group().count("%") < 6:
+            continue
+        s = urllib.parse.unquote(m.group())
+        if _as_text(s.encode()):
+            out.append((m.start(), m.end(), "url", s))
+    return out[:limit]
+
+
+def rot13(text: str) -> str:
+    return codecs.encode(text, "rot13")
