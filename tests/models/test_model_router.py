@@ -240,3 +240,17 @@ async def test_unknown_provider_is_a_config_error(clock: FakeClock) -> None:
 def test_original_constructor_still_works() -> None:
     router = ModelRouter({"scripted": ScriptedModel()}, routes={"demo": ["scripted:demo"]})
     assert [str(r) for r in router.candidates("demo")] == ["scripted:demo"]
+
+
+async def test_breaker_opening_mid_retries_raises_the_real_error(clock: FakeClock) -> None:
+    flaky = ScriptedModel([ProviderUnavailable("really down")] * 2)
+    router = make_router(
+        clock,
+        {"flaky": flaky},
+        retry=RetryPolicy(max_attempts=5),
+        breaker=BreakerPolicy(failure_threshold=2, cooldown=10.0),
+    )
+    with pytest.raises(ProviderUnavailable, match="really down"):
+        await router.complete("flaky:m", REQUEST)
+    assert len(flaky.calls) == 2 and len(clock.sleeps) == 1
+    flaky.assert_complete()

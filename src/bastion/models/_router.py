@@ -130,9 +130,10 @@ class ModelRouter:
         while True:
             attempt += 1
             breaker.before_call()  # CircuitOpen (retryable, but not here: fall back instead)
-            if limiter is not None:
-                await limiter.acquire(estimate_tokens(call))
             try:
+                # Inside the try: a cancelled wait must still free a half-open probe slot.
+                if limiter is not None:
+                    await limiter.acquire(estimate_tokens(call))
                 response = await provider.complete(call)
             except ProviderError as exc:
                 if not exc.retryable:
@@ -140,7 +141,9 @@ class ModelRouter:
                     raise
                 breaker.record_failure()
                 wait = self._wait_before_retry(exc, attempt)
-                if wait is None:
+                # Once the breaker has opened, retrying would only meet CircuitOpen and hide
+                # the real error: give up on this candidate with the error it really gave.
+                if wait is None or breaker.state != "closed":
                     raise
                 await self._sleep(wait)
                 continue
