@@ -547,10 +547,8 @@ def serve(sock: socket.socket, request: dict[str, Any], baseline: int) -> int:
     reason = os.read(status_r, 64).decode()
     os.close(status_r)
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if (
-        sig in (signal.SIGXCPU, signal.SIGKILL)
-        and usage.ru_utime + usage.ru_stime >= limits["cpu_seconds"]
-    ):
+    cpu_used = usage.ru_utime + usage.ru_stime
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_used >= limits["cpu_seconds"]):
         reason = "cpu_time"
     elif sig is not None and not reason:
         reason = "signal"
