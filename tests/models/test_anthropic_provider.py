@@ -74,7 +74,7 @@ async def test_tool_call_round_trip(server: HttpStubServer) -> None:
         messages=(Message.system("Be brief."), Message.user("Oslo and Bergen?")),
         tools=(WEATHER,),
         tool_choice="required",
-        metadata={"idempotency_key": "r:1"},
+        metadata={"run_id": "r", "step_no": "1", "tenant": "acme"},
     )
     first = await provider.complete(request)
     assert first.finish_reason == "tool_calls"
@@ -96,6 +96,7 @@ async def test_tool_call_round_trip(server: HttpStubServer) -> None:
     assert first_sent.headers["x-api-key"] == "ak-test"
     assert first_sent.headers["anthropic-version"] == "2023-06-01"
     assert first_sent.headers["idempotency-key"] == "r:1"
+    assert "acme" not in str(first_sent.headers) and "acme" not in first_sent.body.decode()
     body = first_sent.json()
     assert body["system"] == "Be brief."
     assert body["max_tokens"] == 1024

