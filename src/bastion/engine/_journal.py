@@ -76,6 +76,16 @@ class Journal:
         self._observer = observer
         self.version = run.version
         self.usage = run.usage
+        # Usage as of the step being replayed: limits checked during replay must see what the
+        # first execution saw, not the total of steps that come later in the journal.
+        ahead = Usage()
+        for s in recorded:
+            ahead = ahead + s.usage
+        self.usage_so_far = Usage(
+            input_tokens=run.usage.input_tokens - ahead.input_tokens,
+            output_tokens=run.usage.output_tokens - ahead.output_tokens,
+            cost_usd=round(run.usage.cost_usd - ahead.cost_usd, 8),
+        )
         self.next_no = 0
         self._pending: list[Step] = []
         self._lock = asyncio.Lock()
@@ -113,6 +123,7 @@ class Journal:
                     recorded={"kind": rec.kind.value, "name": rec.name, "hash": rec.input_hash},
                     current={"kind": kind.value, "name": name, "hash": input_hash},
                 )
+            self.usage_so_far = self.usage_so_far + rec.usage
             if rec.status is StepStatus.STARTED:
                 return Interrupted(step=rec)
             return Done(step=rec)
@@ -165,6 +176,7 @@ class Journal:
         )
         if usage is not None:
             self.usage = self.usage + usage
+            self.usage_so_far = self.usage_so_far + usage
         self._recorded[step.step_no] = done
         self._pending = [s for s in self._pending if s.step_no != step.step_no]
         self._pending.append(done)

@@ -148,7 +148,7 @@ class RunExecution:
                 f"the run was active {elapsed:.1f}s, over its {limits.max_wall_seconds}s limit",
                 run_id=run_id,
             )
-        usage = self.journal.usage
+        usage = self.journal.usage_so_far
         if limits.max_tokens is not None and usage.total_tokens >= limits.max_tokens:
             raise BudgetExceeded(
                 f"the run used {usage.total_tokens} tokens, its budget is {limits.max_tokens}",
