@@ -155,10 +155,11 @@ class _Proc:
     def kill(self) -> None:
         # The worker started it in its own session: the group is the outer process and the
         # sandbox's pid 1, whose death (PDEATHSIG) ends everything in its pid namespace.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
+        # Not Process.kill(): it polls, and a reap behind asyncio's back loses the exit status.
+        # Once the worker has reaped it, the pid may be reused: never signal it again.
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.writer.close()
 
     async def reap(self) -> None:

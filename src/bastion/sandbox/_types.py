@@ -58,6 +58,18 @@ class Timing(BaseModel):
     warm: bool  # taken from the pre-isolated pool
 
 
+class Finding(BaseModel):
+    """One thing the static pre-check noticed, with where it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str  # e.g. "import-blocked", "call-blocked", "dunder-access", "dynamic-code"
+    message: str
+    line: int
+    col: int = 0
+    blocking: bool = False
+
+
 class ExecResult(BaseModel):
     """What happened. A misbehaving program is a result, never an exception."""
 
@@ -73,6 +85,7 @@ class ExecResult(BaseModel):
     files_skipped: dict[str, str] = Field(default_factory=dict)  # path -> why it was not returned
     usage: ResourceUsage = Field(default_factory=ResourceUsage)
     timing: Timing | None = None
+    findings: list[Finding] = Field(default_factory=list)  # from the pre-check, when enabled
     backend: str = ""
 
     @property
