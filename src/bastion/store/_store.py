@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bastion.core.errors import (
     ConcurrentUpdate,
     ConfigError,
-    LeaseLost,
     RunNotFound,
     StoreError,
     StoreUnavailable,
@@ -34,6 +33,7 @@ from bastion.core.records import Run, RunStatus, Step
 from bastion.store import _codec as codec
 from bastion.store._migrations import LATEST, current_version, upgrade
 from bastion.store._schema import dead_letters, runs, step_archive, steps
+from bastion.store._writer import Lost, PostgresWriter, SqliteWriter, Write, hot_writer
 
 _LOCK_RETRIES = 8
 
@@ -73,10 +73,17 @@ def _is_lock_error(exc: BaseException) -> bool:
 class Store:
     """Open with ``await Store.open(url)``; close with ``await store.close()``."""
 
-    def __init__(self, engine: AsyncEngine, dialect: str, url: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dialect: str,
+        url: str,
+        writer: SqliteWriter | PostgresWriter | None = None,
+    ) -> None:
         self._engine = engine
         self.dialect = dialect
         self.url = url
+        self._writer = writer
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -89,11 +96,14 @@ class Store:
         else:
             engine = create_async_engine(driver_url, pool_size=pool_size, pool_pre_ping=True)
         store = cls(engine, dialect, url)
+        store._writer = hot_writer(driver_url, dialect, store._safe_url(), pool_size)
         if migrate:
             await store.upgrade()
         return store
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self._engine.dispose()
 
     async def upgrade(self) -> list[int]:
@@ -221,6 +231,20 @@ class Store:
         if owner is not None:
             guard = and_(guard, runs.c.lease_owner == owner)
 
+        if self._writer is not None and archive_from is None and dead_letter_error is None:
+            # The common case, on the writer's own connection: same guard, same transaction.
+            write = Write(
+                run_id=run_id,
+                expected_version=expected_version,
+                owner=owner,
+                values=values,
+                step_rows=[codec.step_to_row(s) for s in steps_to_write],
+            )
+            lost = await self._writer.commit(write)
+            if lost is not None:
+                raise lost.error(run_id, expected_version, owner)
+            return expected_version + 1
+
         async def op() -> int:
             async with self._write() as conn:
                 result = await conn.execute(update(runs).where(guard).values(**values))
@@ -246,17 +270,9 @@ class Store:
             )
         ).first()
         if row is None:
-            raise RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
-        if owner is not None and row.lease_owner != owner:
-            raise LeaseLost(
-                f"run {run_id} is now leased by {row.lease_owner!r}, not {owner!r}", run_id=run_id
-            )
-        raise ConcurrentUpdate(
-            f"run {run_id} is at version {row.version}, expected {expected}",
-            run_id=run_id,
-            expected=expected,
-            actual=row.version,
-        )
+            raise Lost(found=False).error(run_id, expected, owner)
+        lost = Lost(found=True, version=row.version, lease_owner=row.lease_owner)
+        raise lost.error(run_id, expected, owner)
 
     async def _upsert_steps(self, conn: AsyncConnection, items: Sequence[Step]) -> None:
         rows = [codec.step_to_row(s) for s in items]

@@ -1,0 +1,276 @@
+"""The hot write path: one guarded run update plus its journal rows, straight on the driver.
+
+Owns: executing ``Store.commit``'s common case (run changes and step upserts, nothing else) with
+the fewest round trips: on SQLite one hop to a dedicated writer thread that holds its own
+``sqlite3`` connection and runs ``BEGIN IMMEDIATE; UPDATE; INSERT ... ON CONFLICT; COMMIT``; on
+PostgreSQL one ``asyncpg`` transaction on a connection kept open between commits (no pool
+checkout or ping per commit; server-side prepared statements). The SQL text is built once per
+shape of update and cached. The guarantees are the store's: the run update is guarded by
+``version`` (and the lease owner when given), and the steps are written in the same transaction
+or not at all.
+Driver errors are translated here to ``StoreUnavailable`` (SQLite lock waits are retried first);
+a guard that matched no row comes back as ``Lost``, which names the typed error to raise.
+Does not own: deciding what to write, archiving, dead letters or reads (``_store`` does those
+over SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.core.errors import (
+    ConcurrentUpdate,
+    LeaseLost,
+    RunNotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from bastion.store._schema import STEP_COLUMNS
+
+_LOCK_RETRIES = 8
+STEP_KEY = ("run_id", "step_no")
+_STEP_ALL = (*STEP_KEY, *STEP_COLUMNS)
+_STEP_UPDATE = tuple(c for c in STEP_COLUMNS if c != "started_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lost:
+    """The guard matched no row: the run's current version and lease owner (None: no run)."""
+
+    found: bool
+    version: int | None = None
+    lease_owner: str | None = None
+
+    def error(self, run_id: str, expected: int, owner: str | None) -> StoreError | RunNotFound:
+        if not self.found:
+            return RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
+        if owner is not None and self.lease_owner != owner:
+            return LeaseLost(
+                f"run {run_id} is now leased by {self.lease_owner!r}, not {owner!r}",
+                run_id=run_id,
+            )
+        return ConcurrentUpdate(
+            f"run {run_id} is at version {self.version}, expected {expected}",
+            run_id=run_id,
+            expected=expected,
+            actual=self.version,
+        )
+
+
+class _Sql:
+    """SQL text for one placeholder style, cached per shape of run update."""
+
+    def __init__(self, placeholder: str) -> None:
+        self._ph = placeholder
+        self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
+        cols = ", ".join(_STEP_ALL)
+        values = ", ".join(self._p(i) for i in range(len(_STEP_ALL)))
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _STEP_UPDATE)
+        self.upsert_steps = (
+            f"INSERT INTO steps ({cols}) VALUES ({values}) "
+            f"ON CONFLICT (run_id, step_no) DO UPDATE SET {sets}"
+        )
+        self.lost = f"SELECT version, lease_owner FROM runs WHERE id = {self._p(0)}"
+
+    def _p(self, i: int) -> str:
+        return "?" if self._ph == "?" else f"${i + 1}"
+
+    def update_run(self, columns: tuple[str, ...], guarded_by_owner: bool) -> str:
+        key = (columns, guarded_by_owner)
+        sql = self._updates.get(key)
+        if sql is None:
+            n = len(columns)
+            sets = ", ".join(f"{c} = {self._p(i)}" for i, c in enumerate(columns))
+            where = f"id = {self._p(n)} AND version = {self._p(n + 1)}"
+            if guarded_by_owner:
+                where += f" AND lease_owner = {self._p(n + 2)}"
+            sql = f"UPDATE runs SET {sets} WHERE {where}"
+            self._updates[key] = sql
+        return sql
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write:
+    """One commit: ``values`` (column -> value) for the run row, guarded, and step rows."""
+
+    run_id: str
+    expected_version: int
+    owner: str | None
+    values: dict[str, Any]
+    step_rows: Sequence[dict[str, Any]]
+
+    def update_params(self) -> tuple[tuple[str, ...], list[Any]]:
+        columns = tuple(self.values)
+        params = [self.values[c] for c in columns]
+        params += [self.run_id, self.expected_version]
+        if self.owner is not None:
+            params.append(self.owner)
+        return columns, params
+
+    def step_params(self) -> list[tuple[Any, ...]]:
+        return [tuple(row[c] for c in _STEP_ALL) for row in self.step_rows]
+
+
+class SqliteWriter:
+    """A dedicated ``sqlite3`` connection used from one thread; every commit is one hop there."""
+
+    def __init__(self, path: str, *, url: str, busy_timeout_ms: int = 10000) -> None:
+        self._path = path
+        self._url = url
+        self._busy_ms = busy_timeout_ms
+        self._sql = _Sql("?")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-sqlite")
+        self._con: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._con is None:
+            con = sqlite3.connect(
+                self._path, timeout=self._busy_ms / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+            self._con = con
+        return self._con
+
+    async def commit(self, write: Write) -> Lost | None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return await loop.run_in_executor(self._executor, self._commit, write)
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if "locked" not in msg and "busy" not in msg:
+                    raise StoreUnavailable(f"database error: {exc}", url=self._url) from exc
+                if attempt == _LOCK_RETRIES - 1:
+                    raise StoreUnavailable(
+                        f"database stayed locked: {exc}",
+                        hint="Another process holds a long write transaction on the SQLite file.",
+                    ) from exc
+                await asyncio.sleep(0.01 * 2**attempt)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"database error: {exc}", url=self._url) from exc
+        raise AssertionError("unreachable")
+
+    def _commit(self, write: Write) -> Lost | None:
+        con = self._connection()
+        columns, params = write.update_params()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            cur = con.execute(self._sql.update_run(columns, write.owner is not None), params)
+            if cur.rowcount != 1:
+                row = con.execute(self._sql.lost, (write.run_id,)).fetchone()
+                con.execute("ROLLBACK")
+                if row is None:
+                    return Lost(found=False)
+                return Lost(found=True, version=row[0], lease_owner=row[1])
+            if write.step_rows:
+                con.executemany(self._sql.upsert_steps, write.step_params())
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return None
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+
+class PostgresWriter:
+    """``asyncpg`` connections kept open between commits (up to ``keep`` idle ones); a broken
+    connection is dropped, never reused."""
+
+    def __init__(
+        self, dsn: str, *, url: str, keep: int = 5, connect_timeout: float = 10.0
+    ) -> None:
+        self._dsn = dsn
+        self._url = url
+        self._keep = keep
+        self._timeout = connect_timeout
+        self._sql = _Sql("$")
+        self._idle: list[Any] = []
+
+    async def _acquire(self) -> Any:
+        import asyncpg
+
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+        return await asyncpg.connect(self._dsn, timeout=self._timeout)
+
+    def _release(self, conn: Any, healthy: bool) -> None:
+        reusable = healthy and not conn.is_closed() and not conn.is_in_transaction()
+        if reusable and len(self._idle) < self._keep:
+            self._idle.append(conn)
+            return
+        conn.terminate()
+
+    async def commit(self, write: Write) -> Lost | None:
+        import asyncpg
+
+        healthy = False
+        conn = None
+        try:
+            conn = await self._acquire()
+            result = await self._commit(conn, write)
+            healthy = True
+            return result
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"database error: {exc}", url=self._url) from exc
+        finally:
+            if conn is not None:
+                self._release(conn, healthy)
+
+    async def _commit(self, conn: Any, write: Write) -> Lost | None:
+        columns, params = write.update_params()
+        async with conn.transaction():
+            status = await conn.execute(
+                self._sql.update_run(columns, write.owner is not None), *params
+            )
+            if status != "UPDATE 1":
+                row = await conn.fetchrow(self._sql.lost, write.run_id)
+                if row is None:
+                    return Lost(found=False)
+                return Lost(found=True, version=row[0], lease_owner=row[1])
+            if write.step_rows:
+                await conn.executemany(self._sql.upsert_steps, write.step_params())
+        return None
+
+    async def close(self) -> None:
+        import asyncpg
+
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+
+def hot_writer(
+    driver_url: str, dialect: str, safe_url: str, keep: int
+) -> SqliteWriter | PostgresWriter | None:
+    """The writer for ``commit``'s common case; None for an in-memory or URI SQLite database
+    (a second connection would not see the same database)."""
+    target = driver_url.split("://", 1)[1]
+    if dialect == "postgresql":
+        return PostgresWriter(f"postgresql://{target}", url=safe_url, keep=keep)
+    path = target[1:]  # sqlite+aiosqlite:///path -> "/path" after "://"
+    if path in ("", ":memory:") or path.startswith("file:") or "?" in path:
+        return None
+    return SqliteWriter(path, url=safe_url)
