@@ -11,7 +11,7 @@ Samples are the windows the guard itself scores (``_classifier.windows``): an at
 at the start, middle or end of a benign context, the window holding the attack's first line is
 a positive, and every window of the untouched contexts is a negative. The decision threshold is
 picked from out-of-fold document scores (folds split both contexts and attacks) so that at most
-2% of benign training documents are flagged; then the model is refitted on everything.
+3% of benign training documents are flagged; then the model is refitted on everything.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DATA = ROOT.parent / "shared" / "data" / "bipia"
 OUT = ROOT / "src" / "bastion" / "governance" / "guards" / "data" / "injection_model.json.gz"
 SEED = 20261123
 FOLDS = 5
-TARGET_FPR = 0.02
+TARGET_FPR = 0.03
 sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.governance.guards._classifier import features, windows  # noqa: E402

@@ -26,10 +26,17 @@ MAX_NGRAM = 2
 
 
 def features(text: str) -> set[str]:
-    """Binary features: lower-cased word unigrams and bigrams (tokens include punctuation)."""
+    """Binary features: lower-cased word unigrams and bigrams (tokens include punctuation), and
+    the first two words and last token of the window (instructions open with a verb or a
+    question word and end with "." or "?", which generalises across attack topics)."""
     toks = _WORD.findall(text.lower())
     feats = set(toks)
     feats.update(f"{a} {b}" for a, b in itertools.pairwise(toks))
+    if toks:
+        feats.add(f"^{toks[0]}")
+        feats.add(f"${toks[-1]}")
+        if len(toks) > 1:
+            feats.add(f"^{toks[0]} {toks[1]}")
     return feats
 
 

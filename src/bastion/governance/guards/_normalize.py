@@ -31,6 +31,7 @@ _CONFUSABLES = str.maketrans(
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
 # Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
+_BINARY = re.compile(r"(?<![01])[01]{8}[01 ]{27,40000}(?![01])")
 _URLENC = re.compile(r"%[%0-9A-Za-z._~\-]{17,30000}")
 
 
@@ -104,6 +105,13 @@ def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]
             continue
         if s:
             out.append((m.start(), m.end(), "hex", s))
+    for m in _BINARY.finditer(text):
+        groups = m.group().split()
+        if not groups or any(len(g) != 8 for g in groups):
+            continue
+        s = _as_text(bytes(int(g, 2) for g in groups))
+        if s:
+            out.append((m.start(), m.end(), "binary", s))
     for m in _URLENC.finditer(text):
         if m.group().count("%") < 6:
             continue
