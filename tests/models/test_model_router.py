@@ -21,7 +21,7 @@ from bastion.core.errors import (
 )
 from bastion.core.messages import Message, ModelRequest
 from bastion.core.retry import RetryPolicy
-from bastion.models import BreakerPolicy, ModelRouter, OpenAIProvider, RateLimit
+from bastion.models import Attempt, BreakerPolicy, ModelRouter, OpenAIProvider, RateLimit
 from bastion.models._base import ModelProvider
 from bastion.testing import (
     FakeClock,
@@ -254,3 +254,19 @@ async def test_breaker_opening_mid_retries_raises_the_real_error(clock: FakeCloc
         await router.complete("flaky:m", REQUEST)
     assert len(flaky.calls) == 2 and len(clock.sleeps) == 1
     flaky.assert_complete()
+
+
+async def test_every_attempt_is_reported(clock: FakeClock) -> None:
+    a = ScriptedModel([ProviderUnavailable("down"), ProviderAuthError("bad key")])
+    b = ScriptedModel([reply("b")])
+    seen: list[Attempt] = []
+    router = make_router(
+        clock, {"a": a, "b": b}, routes={"r": ["a:x", "b:y"]}, on_attempt=seen.append
+    )
+    await router.complete("r", REQUEST)
+    assert [(s.model, s.attempt, s.outcome, s.error_code) for s in seen] == [
+        ("a:x", 1, "retry", "provider_unavailable"),
+        ("a:x", 2, "failed", "provider_auth"),
+        ("b:y", 1, "ok", None),
+    ]
+    assert seen[0].wait == clock.sleeps[0]

@@ -19,10 +19,11 @@ from bastion.models._http import parse_retry_after
 from bastion.models._limits import BreakerPolicy, CircuitBreaker, RateLimit, TokenBucket
 from bastion.models._local import LocalProvider
 from bastion.models._openai import OpenAIProvider
-from bastion.models._router import ModelRouter
+from bastion.models._router import Attempt, ModelRouter
 
 __all__ = [
     "AnthropicProvider",
+    "Attempt",
     "BreakerPolicy",
     "BreakerSettings",
     "CircuitBreaker",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -22,7 +22,7 @@ from bastion.models._base import ModelProvider, parse_model_ref
 from bastion.models._limits import BreakerPolicy, Clock, RateLimit, Sleep
 from bastion.models._local import LocalProvider
 from bastion.models._openai import OpenAIProvider
-from bastion.models._router import ModelRouter
+from bastion.models._router import Attempt, ModelRouter
 
 ProviderKind = Literal["openai", "anthropic", "local", "scripted"]
 
@@ -193,6 +193,7 @@ def build_router(
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
     rng: random.Random | None = None,
+    on_attempt: Callable[[Attempt], None] | None = None,
 ) -> ModelRouter:
     """A ``ModelRouter`` over every configured provider. ``extra_providers`` (by name) replace or
     add providers built in code, e.g. the app's ``ScriptedModel`` for a ``scripted`` entry."""
@@ -218,4 +219,5 @@ def build_router(
         sleep=sleep,
         clock=clock,
         rng=rng,
+        on_attempt=on_attempt,
     )

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from bastion.core.errors import ConfigError, ProviderError, ProviderRateLimited
+from bastion.core.errors import CircuitOpen, ConfigError, ProviderError, ProviderRateLimited
 from bastion.core.messages import ModelRequest, ModelResponse
 from bastion.core.retry import RetryPolicy
 from bastion.models._base import ModelProvider, ModelRef, parse_model_ref
@@ -29,6 +31,24 @@ from bastion.models._limits import (
 )
 
 DEFAULT_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.5, max_delay=20.0)
+
+AttemptOutcome = Literal["ok", "retry", "failed", "skipped"]
+
+
+@dataclass(kw_only=True, frozen=True)
+class Attempt:
+    """What happened to one try of one candidate, for metrics and traces (``on_attempt``).
+
+    ``retry``: failed, will be tried again after ``wait`` seconds; ``failed``: this candidate is
+    given up (the next one, if any, is tried); ``skipped``: its circuit was open, no call made.
+    """
+
+    target: str
+    model: str  # "provider:model"
+    attempt: int
+    outcome: AttemptOutcome
+    error_code: str | None = None
+    wait: float | None = None
 
 
 def estimate_tokens(request: ModelRequest) -> int:
@@ -47,8 +67,9 @@ class ModelRouter:
     that is not a route name is itself a ``"provider:model"``. ``retry`` governs attempts per
     candidate; ``breaker`` the per-provider circuit breakers; ``rate_limits`` the per-provider
     token buckets. A ``Retry-After`` longer than ``max_retry_wait`` seconds is not waited for: the
-    router falls back to the next candidate instead. ``sleep``, ``clock`` and ``rng`` are
-    injectable for tests.
+    router falls back to the next candidate instead. ``on_attempt`` is told about every try
+    (retries and fallbacks are worth a metric). ``sleep``, ``clock`` and ``rng`` are injectable
+    for tests.
     """
 
     def __init__(
@@ -63,7 +84,9 @@ class ModelRouter:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
+        self._on_attempt = on_attempt
         self._providers = dict(providers)
         self._routes = {k: [parse_model_ref(r) for r in v] for k, v in (routes or {}).items()}
         self._retry = retry
@@ -114,13 +137,37 @@ class ModelRouter:
         last: ProviderError | None = None
         for ref in self.candidates(target):
             try:
-                return await self._try_candidate(ref, request)
+                return await self._try_candidate(target, ref, request)
             except ProviderError as exc:
                 last = exc
         assert last is not None  # candidates() never returns an empty list
         raise last
 
-    async def _try_candidate(self, ref: ModelRef, request: ModelRequest) -> ModelResponse:
+    def _report(
+        self,
+        target: str,
+        ref: ModelRef,
+        attempt: int,
+        outcome: AttemptOutcome,
+        error: ProviderError | None = None,
+        wait: float | None = None,
+    ) -> None:
+        if self._on_attempt is not None:
+            code = error.code if error is not None else None
+            self._on_attempt(
+                Attempt(
+                    target=target,
+                    model=str(ref),
+                    attempt=attempt,
+                    outcome=outcome,
+                    error_code=code,
+                    wait=wait,
+                )
+            )
+
+    async def _try_candidate(
+        self, target: str, ref: ModelRef, request: ModelRequest
+    ) -> ModelResponse:
         """Up to ``retry.max_attempts`` calls to one candidate; raises its last error."""
         provider = self._providers[ref.provider]
         breaker = self._breakers[ref.provider]
@@ -129,7 +176,11 @@ class ModelRouter:
         attempt = 0
         while True:
             attempt += 1
-            breaker.before_call()  # CircuitOpen (retryable, but not here: fall back instead)
+            try:
+                breaker.before_call()  # CircuitOpen is retryable, but not here: fall back
+            except CircuitOpen as exc:
+                self._report(target, ref, attempt, "skipped", exc)
+                raise
             try:
                 # Inside the try: a cancelled wait must still free a half-open probe slot.
                 if limiter is not None:
@@ -138,13 +189,16 @@ class ModelRouter:
             except ProviderError as exc:
                 if not exc.retryable:
                     breaker.record_neutral()
+                    self._report(target, ref, attempt, "failed", exc)
                     raise
                 breaker.record_failure()
                 wait = self._wait_before_retry(exc, attempt)
                 # Once the breaker has opened, retrying would only meet CircuitOpen and hide
                 # the real error: give up on this candidate with the error it really gave.
                 if wait is None or breaker.state != "closed":
+                    self._report(target, ref, attempt, "failed", exc)
                     raise
+                self._report(target, ref, attempt, "retry", exc, wait)
                 await self._sleep(wait)
                 continue
             except BaseException:
@@ -152,6 +206,7 @@ class ModelRouter:
                 breaker.record_neutral()
                 raise
             breaker.record_success()
+            self._report(target, ref, attempt, "ok")
             return response
 
     def _wait_before_retry(self, exc: ProviderError, attempt: int) -> float | None:
