@@ -207,15 +207,18 @@ class Journal:
         if self.owner is not None and "lease_owner" not in changes:
             values["lease_expires_at"] = time.time() + self._lease_seconds
         values.update(changes)
+        batch = list(self._pending)
         self.version = await self._store.commit(
             self.run_id,
             expected_version=self.version,
             owner=self.owner,
             changes=values,
-            steps_to_write=self._pending,
+            steps_to_write=batch,
             dead_letter_error=changes.get("error") if _is_dead_letter(changes) else None,
         )
-        self._pending = []
+        # Steps recorded while this commit was in flight (the body runs while the watcher
+        # renews the lease) are not in it: keep them for the next write.
+        self._pending = [s for s in self._pending if all(s is not b for b in batch)]
 
     async def renew_lease(self) -> None:
         async with self._lock:
