@@ -1,0 +1,196 @@
+"""Plan mode (references between steps, replanning after a failed step), cancelling a run
+while a tool is running, and SQLite lock contention that the store must wait out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from _engine_kit import function_model, make_engine, run_to_stop, scripted
+
+from bastion.core.messages import Message, ModelRequest, ModelResponse
+from bastion.core.records import RunStatus, StepKind, StepStatus
+from bastion.engine import Agent, EngineOptions, Worker
+from bastion.store import Store
+from bastion.testing import call, reply
+from bastion.tools import ToolError, tool
+
+
+def _plan(*steps: dict[str, object]) -> ModelResponse:
+    return ModelResponse(message=Message.assistant(json.dumps({"steps": list(steps)})))
+
+
+def _texts(request: ModelRequest) -> str:
+    return "\n".join(m.content or "" for m in request.messages)
+
+
+async def test_plan_mode_runs_steps_in_order_and_resolves_references(store: Store) -> None:
+    effects: list[tuple[str, object]] = []
+
+    @tool(effect="read")
+    def find_order(email: str) -> dict[str, object]:
+        effects.append(("find_order", email))
+        return {"order_id": "A7", "total": 40.0}
+
+    @tool(effect="write")
+    def refund(order_id: str, amount: float, note: str) -> str:
+        effects.append(("refund", (order_id, amount, note)))
+        return "refunded"
+
+    def model_fn(request: ModelRequest) -> ModelResponse:
+        if request.response_format is not None and request.response_format.name == "plan":
+            assert request.tools == ()
+            return _plan(
+                {
+                    "id": "s2",
+                    "tool": "refund",
+                    "arguments": {
+                        "order_id": "${s1.order_id}",
+                        "amount": "${s1.total}",
+                        "note": "order ${s1.order_id}",
+                    },
+                    "depends_on": ["s1"],
+                },
+                {"id": "s1", "tool": "find_order", "arguments": {"email": "ann@example.com"}},
+            )
+        assert "All planned steps are done" in _texts(request)
+        return reply("refunded order A7")
+
+    model = function_model(model_fn)
+    agent = Agent(name="planner", mode="plan", tools=[find_order, refund])
+    engine = make_engine(store, [agent], model)
+    run = await engine.submit("planner", "refund ann's last order")
+    done = await run_to_stop(engine, run.id)
+
+    assert done.status is RunStatus.COMPLETED, done.error
+    assert done.output == "refunded order A7"
+    # s2 is listed first but depends on s1; a whole-string reference keeps its type.
+    assert effects == [
+        ("find_order", "ann@example.com"),
+        ("refund", ("A7", 40.0, "order A7")),
+    ]
+    assert len(model.calls) == 2
+    tools = [s.name for s in await store.get_steps(run.id) if s.kind is StepKind.TOOL]
+    assert tools == ["find_order", "refund"]
+
+
+async def test_plan_mode_replans_after_a_failed_step(store: Store) -> None:
+    effects: list[tuple[str, float]] = []
+
+    @tool(effect="write")
+    def refund(order_id: str, amount: float) -> str:
+        if amount > 100:
+            raise ToolError(f"refunds above 100 need a manager; {amount} asked")
+        effects.append((order_id, amount))
+        return "refunded"
+
+    @tool(effect="write")
+    def notify(order_id: str) -> str:
+        effects.append((f"notify {order_id}", 0.0))
+        return "sent"
+
+    plans: list[str] = []
+
+    def model_fn(request: ModelRequest) -> ModelResponse:
+        if request.response_format is None or request.response_format.name != "plan":
+            return reply("done")
+        plans.append(_texts(request))
+        amount = 500 if len(plans) == 1 else 100
+        return _plan(
+            {"id": "s1", "tool": "refund", "arguments": {"order_id": "A1", "amount": amount}},
+            {"id": "s2", "tool": "notify", "arguments": {"order_id": "A1"}, "depends_on": ["s1"]},
+        )
+
+    agent = Agent(name="planner", mode="plan", tools=[refund, notify])
+    engine = make_engine(store, [agent], function_model(model_fn))
+    run = await engine.submit("planner", "refund A1 in full")
+    done = await run_to_stop(engine, run.id)
+
+    assert done.status is RunStatus.COMPLETED, done.error
+    assert len(plans) == 2
+    assert "The plan stopped: step s1 (refund) failed" in plans[1]
+    assert "need a manager" in plans[1]
+    # The failed plan's later step never ran; the new plan ran in full, once.
+    assert effects == [("A1", 100.0), ("notify A1", 0.0)]
+
+
+async def test_cancel_stops_a_running_run(store: Store) -> None:
+    started = asyncio.Event()
+    finished: list[bool] = []
+
+    @tool(effect="write", timeout=120)
+    async def migrate(table: str) -> str:
+        started.set()
+        await asyncio.sleep(60)
+        finished.append(True)
+        return "migrated"
+
+    model = scripted(reply(None, call("migrate", {"table": "orders"})), reply("done"))
+    options = EngineOptions(lease_seconds=5.0, watch_interval=0.05)
+    engine = make_engine(store, [Agent(name="ops", tools=[migrate])], model, options=options)
+    run = await engine.submit("ops", "migrate orders")
+
+    execution = asyncio.ensure_future(Worker(engine).run_once(run.id))
+    await asyncio.wait_for(started.wait(), 30)
+    await engine.cancel(run.id, reason="wrong table")
+    # The worker notices within its watch interval; the bound here only stops a hung test.
+    stopped = await asyncio.wait_for(execution, 30)
+
+    assert stopped is not None
+    assert stopped.status is RunStatus.CANCELLED
+    assert stopped.error == {"code": "cancelled", "message": "wrong table"}
+    assert stopped.lease_owner is None
+    assert finished == []
+    assert len(model.calls) == 1
+    step = (await store.get_steps(run.id))[1]
+    assert step.kind is StepKind.TOOL and step.status is StepStatus.STARTED
+    # A cancelled run is not claimable again.
+    assert await Worker(engine).run_once(run.id) is None
+
+
+async def test_a_held_sqlite_write_lock_is_waited_out_not_surfaced(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    store = await Store.open(sqlite_url)
+    try:
+        model = scripted(reply(None, call("ping", {})), reply("pong"))
+
+        @tool(effect="read")
+        def ping() -> str:
+            return "pong"
+
+        engine = make_engine(store, [Agent(name="ops", tools=[ping])], model)
+        run = await engine.submit("ops", "ping")
+
+        held = threading.Event()
+        released: list[float] = []
+
+        def hold_lock() -> None:
+            other = sqlite3.connect(tmp_path / "bastion.db", isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("UPDATE runs SET tenant = tenant")
+                held.set()
+                time.sleep(0.5)
+                released.append(time.monotonic())
+                other.execute("COMMIT")
+            finally:
+                other.close()
+
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        try:
+            assert await asyncio.to_thread(held.wait, 10)
+            done = await run_to_stop(engine, run.id)
+        finally:
+            await asyncio.to_thread(holder.join)
+        assert released, "the lock holder never released"
+        assert done.status is RunStatus.COMPLETED, done.error
+        assert done.output == "pong"
+        model.assert_complete()
+    finally:
+        await store.close()
