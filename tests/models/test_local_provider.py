@@ -149,3 +149,14 @@ async def test_missing_xllamacpp_is_a_config_error_with_install_hint(
     with pytest.raises(ConfigError) as info:
         await provider.complete(ModelRequest(model=str(gguf), messages=(Message.user("hi"),)))
     assert "bastion[local]" in info.value.hint
+
+
+@pytest.mark.slow
+async def test_unreadable_model_file_is_a_config_error(tmp_path: Path) -> None:
+    require_local_model()
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF not really a model")
+    provider = LocalProvider()
+    with pytest.raises(ConfigError, match="could not load"):
+        await provider.complete(ModelRequest(model=str(junk), messages=(Message.user("hi"),)))
+    await provider.aclose()

@@ -199,7 +199,13 @@ class LocalProvider:
         params.verbosity = 0  # llama.cpp logs every slot event at the default level
         if self._threads:
             params.cpuparams.n_threads = self._threads
-        return xllamacpp.Server(params)
+        try:
+            return xllamacpp.Server(params)
+        except RuntimeError as exc:  # xllamacpp's only signal for an unreadable model file
+            raise ConfigError(
+                f"could not load the local model {path}: {exc}",
+                hint="Check that the file is a GGUF model llama.cpp supports.",
+            ) from exc
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         path = resolve_model_path(request.model, self._aliases)
