@@ -1,0 +1,166 @@
+"""Admin commands: ``worker``, ``db upgrade``, ``config check`` and ``demo``.
+
+Owns: serving a worker until a signal (runs in flight are released), applying migrations, and
+printing the effective configuration with its secrets hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from bastion.app import Bastion
+from bastion.cli._edge import config_path, console, print_json, reported, safe_url, settings_for
+from bastion.store import MIGRATIONS, Store
+
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+# ---- worker -------------------------------------------------------------------------------
+
+
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Runs executed at once (default: worker.concurrency)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+) -> None:
+    """Claim and execute runs until SIGINT or SIGTERM; runs in flight are released cleanly."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with reported():
+        bastion = Bastion.from_config(config_path(ctx), env=os.environ)
+        asyncio.run(_serve(bastion, concurrency))
+
+
+async def _serve(bastion: Bastion, concurrency: int | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with bastion:
+        w = bastion.worker(concurrency=concurrency)
+        if not bastion.agents:
+            console.print("[yellow]no agents are configured: runs cannot execute[/yellow]")
+        console.print(
+            f"worker {w.worker_id}: {w.concurrency} loop(s) on "
+            f"{safe_url(bastion.settings.store)}; Ctrl-C or SIGTERM stops it"
+        )
+        await w.serve(stop)
+        console.print(
+            f"worker {w.worker_id} stopped after {w.executed} execution(s); "
+            "runs in flight were released"
+        )
+
+
+# ---- db and config ------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply missing schema migrations; prints what was applied and the schema version."""
+    with reported():
+        settings = settings_for(ctx)
+        applied, version, latest = asyncio.run(_upgrade(settings.store))
+    names = {m.version: m.name for m in MIGRATIONS}
+    console.print(f"store: {safe_url(settings.store)}")
+    if applied:
+        for v in applied:
+            console.print(f"applied migration {v}: {names.get(v, '')}")
+    else:
+        console.print("no migrations to apply: the schema is up to date")
+    console.print(f"schema version: {version} (latest known: {latest})")
+
+
+async def _upgrade(url: str) -> tuple[list[int], int, int]:
+    store = await Store.open(url, migrate=False)
+    try:
+        applied = await store.upgrade()
+        return applied, await store.schema_version(), store.latest_schema
+    finally:
+        await store.close()
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "cookie")
+
+
+def _hide_secrets(data: Any) -> Any:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            secret = any(w in str(key).lower() for w in _SECRET_WORDS) and not str(key).endswith(
+                "_env"
+            )
+            out[key] = "***" if secret and value not in (None, "", {}) else _hide_secrets(value)
+        return out
+    if isinstance(data, list):
+        return [_hide_secrets(v) for v in data]
+    return data
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Validate the configuration (file + environment) and print the effective settings."""
+    path = config_path(ctx)
+    with reported():
+        settings = settings_for(ctx)
+        # Composing checks what loading cannot: tool modules import, agents' tools exist.
+        Bastion(settings, env=os.environ)
+    effective = _hide_secrets(settings.model_dump(mode="json"))
+    effective["store"] = safe_url(settings.store)
+    keys = {
+        name: ("set" if os.environ.get(p.api_key_env) else "missing") if p.api_key_env else None
+        for name, p in settings.models.providers.items()
+    }
+    if as_json:
+        print_json({"source": path or "defaults", "settings": effective, "api_keys": keys})
+        return
+    source = path or ("./bastion.yaml" if Path("bastion.yaml").exists() else "defaults")
+    console.print(f"configuration OK ({source} + environment)")
+    typer.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
+    for name, state in keys.items():
+        if state is not None:
+            env_name = settings.models.providers[name].api_key_env
+            console.print(f"provider {name}: api key from ${env_name} is {state}")
+
+
+def demo(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Where to keep the demo's databases (default: a temporary directory)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the agent on a real model, e.g. openai:gpt-4o-mini or "
+            "local:smollm2 (default: BASTION_MODEL, else the script)."
+        ),
+    ] = None,
+) -> None:
+    """A customer-operations agent end to end, with no services and no API key."""
+    from bastion.demo.run import DemoOptions, run_demo
+
+    chosen = model or os.environ.get("BASTION_MODEL") or None
+    with reported():
+        ok = run_demo(
+            DemoOptions(directory=directory, model=chosen, config=config_path(ctx)),
+            env=dict(os.environ),
+            out=console,
+        )
+    if not ok:
+        raise typer.Exit(1)

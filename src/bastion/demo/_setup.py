@@ -1,0 +1,110 @@
+"""Composing the demo's ``Bastion``: the same for the driver and for the worker it kills.
+
+Owns: the demo settings (a SQLite store in the demo directory, a short lease so a dead worker's
+run is claimable again within seconds, the model: the script or a real one), and ``Recorder``,
+the step observer that logs every model and tool execution into the shop (with its process) and,
+in the crashing worker, kills that process with SIGKILL at a chosen journal point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.app import Bastion
+from bastion.config import Settings, WorkerSettings
+from bastion.core.records import Step, StepKind
+from bastion.demo.agent import build_agent, shop_script
+from bastion.demo.shop import Shop
+from bastion.demo.tools import build_tools
+from bastion.engine import StepObserver
+from bastion.models import ModelProvider
+from bastion.testing import FunctionModel
+
+#: Seconds a worker's lease lasts; a killed worker's run is claimable once it expires.
+LEASE_SECONDS = 2.0
+SCRIPTED = "scripted:demo"
+
+
+def is_scripted(model: str | None) -> bool:
+    return model is None or model.startswith("scripted:")
+
+
+def demo_settings(
+    directory: Path, *, model: str | None, config: str | None, env: Mapping[str, str]
+) -> Settings:
+    """Only the ``models`` section comes from the user's configuration: the demo keeps its own
+    store and agent so that a production ``bastion.yaml`` cannot point it at real data."""
+    loaded = Settings.load(config, env=env)
+    return Settings(
+        store=f"sqlite:///{directory / 'bastion.db'}",
+        default_model=model or SCRIPTED,
+        models=loaded.models,
+        worker=WorkerSettings(
+            concurrency=1, lease_seconds=LEASE_SECONDS, poll_interval=0.1, watch_interval=0.5
+        ),
+    )
+
+
+@dataclass(kw_only=True)
+class Demo:
+    bastion: Bastion
+    shop: Shop
+    script: FunctionModel | None
+
+
+def build_demo(
+    directory: Path,
+    *,
+    model: str | None,
+    config: str | None,
+    env: Mapping[str, str],
+    observer: StepObserver | None,
+) -> Demo:
+    shop = Shop(directory / "shop.db")
+    settings = demo_settings(directory, model=model, config=config, env=env)
+    script = FunctionModel(shop_script, name="scripted") if is_scripted(model) else None
+    providers: dict[str, ModelProvider] = {"scripted": script} if script is not None else {}
+    bastion = Bastion(
+        settings,
+        agents=[build_agent(build_tools(shop))],
+        providers=providers,
+        env=env,
+        observer=observer,
+    )
+    return Demo(bastion=bastion, shop=shop, script=script)
+
+
+class Recorder:
+    """Logs each model and tool execution (not the replayed ones: the journal answers those
+    without calling the observer) and optionally dies right after a step named ``kill_after``
+    has finished, at the start of the next step."""
+
+    def __init__(self, shop: Shop, *, process: str, kill_after: str | None = None) -> None:
+        self._shop = shop
+        #: Who is executing, as logged; the driver renames itself between phases.
+        self.process = process
+        self._kill_after = kill_after
+        self._armed = False
+
+    def __call__(self, point: str, step: Step) -> None:
+        if point == "finishing" and step.kind in (StepKind.MODEL, StepKind.TOOL):
+            self._shop.log_execution(
+                process=self.process,
+                run_id=step.run_id,
+                step_no=step.step_no,
+                kind=step.kind.value,
+                name=step.name,
+            )
+        if point == "finished" and step.kind is StepKind.TOOL and step.name == self._kill_after:
+            self._armed = True
+        elif point == "started" and self._armed:
+            print(
+                f"step {step.step_no} ({step.kind.value}) is journaled as started; "
+                f"pid {os.getpid()} now kills itself with SIGKILL",
+                flush=True,
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
