@@ -186,6 +186,7 @@ class NamespaceSandbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._map_by_parent = os.geteuid() == 0
+        self.landlock_abi = 0  # as reported by the last sandbox that became ready
 
     async def __aenter__(self) -> NamespaceSandbox:
         await self.start()
@@ -313,7 +314,7 @@ class NamespaceSandbox:
                     elif msg["event"] == "error":
                         raise SandboxUnsupported(str(msg["layer"]), str(msg["detail"]))
                     elif msg["event"] == "ready":
-                        sandbox.landlock_abi = int(msg["landlock_abi"])
+                        sandbox.landlock_abi = self.landlock_abi = int(msg["landlock_abi"])
                         sandbox.preloaded = list(msg["preloaded"])
                         return sandbox
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
