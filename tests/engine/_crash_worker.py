@@ -9,7 +9,8 @@ crash. Without a kill point it carries the run to its next stop and prints the r
 The agents here are the same in every process, and the model is a pure function of the
 conversation so far, so a restarted worker asks for exactly the calls the first one did.
 
-Side effects are appended as lines to ``effects`` (one line per effect, ``item<TAB>key<TAB>pid``):
+Side effects are appended as lines to ``effects``, one per effect:
+``item<TAB>idempotency key<TAB>pid<TAB>start<TAB>end`` (wall-clock seconds around the call):
 ``pay`` is idempotent and, like a real payment API, drops a repeated idempotency key; ``ship`` is
 not idempotent and appends every time it runs.
 """
@@ -52,27 +53,32 @@ def read_lines(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines() if line]
 
 
-def build_tools(effects: Path) -> tuple[Tool, Tool]:
+def build_tools(effects: Path, delay: float = 0.0) -> tuple[Tool, Tool]:
+    def record(item: str, key: str) -> None:
+        start = time.time()
+        time.sleep(delay)
+        _append(effects, f"{item}\t{key}\t{os.getpid()}\t{start}\t{time.time()}")
+
     @tool(effect="external", idempotent=True)
     def pay(ctx: ToolContext, item: str) -> dict[str, str]:
         """Pay for an item (an external API that dedupes by idempotency key)."""
         for row in read_lines(effects):
             if row[1] == ctx.idempotency_key:
                 return {"item": row[0], "receipt": row[1]}
-        _append(effects, f"{item}\t{ctx.idempotency_key}\t{os.getpid()}")
+        record(item, ctx.idempotency_key)
         return {"item": item, "receipt": ctx.idempotency_key}
 
     @tool(effect="write")
     def ship(ctx: ToolContext, item: str) -> dict[str, str]:
         """Ship an item (no dedupe: running it twice ships twice)."""
-        _append(effects, f"{item}\t{ctx.idempotency_key}\t{os.getpid()}")
+        record(item, ctx.idempotency_key)
         return {"item": item, "receipt": ctx.idempotency_key}
 
     return pay, ship
 
 
-def build_agents(effects: Path) -> dict[str, Agent]:
-    pay, ship = build_tools(effects)
+def build_agents(effects: Path, delay: float = 0.0) -> dict[str, Agent]:
+    pay, ship = build_tools(effects, delay)
     return {
         "payer": Agent(name="payer", instructions="Pay for a, then b.", tools=[pay]),
         "shipper": Agent(name="shipper", instructions="Ship a, then b.", tools=[ship]),
@@ -109,7 +115,7 @@ def build_engine(store: Store, config: dict[str, Any]) -> Engine:
     return Engine(
         store=store,
         complete=complete,
-        agents=build_agents(effects),
+        agents=build_agents(effects, float(config.get("tool_delay", 0.0))),
         options=EngineOptions(
             lease_seconds=float(config.get("lease_seconds", 1.0)), watch_interval=0.2
         ),
