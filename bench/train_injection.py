@@ -20,11 +20,10 @@ import gzip
 import json
 import random
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "bipia"
+DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "src" / "bastion" / "governance" / "guards" / "data" / "injection_model.json.gz"
 SEED = 20261123
 FOLDS = 5
@@ -32,55 +31,12 @@ TARGET_FPR = 0.03
 sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.governance.guards._classifier import features, windows  # noqa: E402
-
-Doc = tuple[str, tuple[int, int] | None]  # text, span of the attack's first line (None: benign)
-
-
-def load_contexts(task: str, split: str) -> list[str]:
-    """Benign contexts of one BIPIA task ("email" or "code") and split."""
-    out = []
-    for line in (DATA / task / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ctx = row["context"]
-        out.append("\n".join(ctx) if isinstance(ctx, list) else str(ctx))
-    return out
-
-
-def load_attacks(task: str, split: str) -> list[str]:
-    name = "text" if task == "email" else "code"
-    table = json.loads((DATA / f"{name}_attack_{split}.json").read_text(encoding="utf-8"))
-    return [a for items in table.values() for a in items]
-
-
-def insert(context: str, attack: str, position: str) -> Doc:
-    """Place ``attack`` at the start, middle (a line or sentence boundary) or end of ``context``."""
-    if position == "start":
-        at = 0
-        text = attack + "\n" + context
-    elif position == "end":
-        at = len(context) + 1
-        text = context + "\n" + attack
-    else:
-        mid = len(context) // 2
-        cut = context.find("\n", mid)
-        if cut == -1:
-            cut = context.find(". ", mid)
-            cut = cut + 1 if cut != -1 else len(context)
-        at = cut + 1
-        text = context[:cut] + "\n" + attack + "\n" + context[cut:].lstrip("\n")
-    head = attack.split("\n", 1)[0]
-    return text, (at, at + len(head))
-
-
-def scenarios(task: str, split: str, *, per_attack: int | None, seed: int) -> Iterator[Doc]:
-    """Attack documents: each attack inserted into contexts at each position."""
-    rng = random.Random(seed)
-    contexts = load_contexts(task, split)
-    for attack in load_attacks(task, split):
-        chosen = contexts if per_attack is None else rng.sample(contexts, per_attack)
-        for ctx in chosen:
-            for position in ("start", "middle", "end"):
-                yield insert(ctx, attack, position)
+from bastion.governance.guards._eval import (  # noqa: E402
+    Doc,
+    insert,
+    load_attacks,
+    load_contexts,
+)
 
 
 def _labelled_windows(doc: Doc) -> list[tuple[str, int]]:
@@ -104,8 +60,8 @@ def main() -> int:
     rng = random.Random(SEED)
     docs: list[tuple[Doc, int, int]] = []  # doc, context fold, attack fold (-1 benign)
     for task in ("email", "code"):
-        contexts = load_contexts(task, "train")
-        attacks = load_attacks(task, "train")
+        contexts = load_contexts(task, "train", DATA)
+        attacks = load_attacks(task, "train", DATA)
         for i, ctx in enumerate(contexts):
             docs.append(((ctx, None), i % FOLDS, -1))
         for j, attack in enumerate(attacks):
@@ -177,8 +133,8 @@ def main() -> int:
     assert worst < 1e-3, f"pure-Python scorer differs from sklearn by {worst}"
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(OUT, "wt", encoding="utf-8", compresslevel=9) as fh:
-        json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    OUT.write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))  # byte-reproducible
     print(json.dumps(data["meta"], indent=2))
     print(f"threshold {threshold:.4f}; wrote {OUT} ({OUT.stat().st_size} bytes)")
     return 0

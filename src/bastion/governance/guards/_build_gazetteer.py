@@ -95,8 +95,8 @@ def main() -> int:
         "common_words": sorted(common),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(OUT, "wt", encoding="utf-8", compresslevel=9) as fh:
-        json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    OUT.write_bytes(gzip.compress(payload, compresslevel=9, mtime=0))  # byte-reproducible
     sizes = {k: len(v) for k, v in data.items() if isinstance(v, list)}
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes): {sizes}")
     return 0

@@ -27,7 +27,7 @@ _SENT_END = set('.!?:;\n"“”>|*-•')
 TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "mister", "lady", "lord"}
 PERSON_BEFORE = re.compile(
     r"(?i)(?:\b(?:name is|named|i am|i'm|im|call me|calls me|hi|hello|hey|dear|thanks|thank you|"
-    r"by|with|to|from|meet|met|contact|ask|tell|cc|attn|signed|sincerely|regards|agent|customer|"
+    r"by|with|meet|met|contact|ask|tell|cc|attn|signed|sincerely|regards|agent|customer|"
     r"patient|client|employee|mr|mrs|ms|dr|prof|miss|sir|madam|starring|directed by|and|"
     r"says|said|told|son|daughter|wife|husband|friend|brother|sister|mother|father|uncle|aunt)"
     r"\.?[,:]?\s{1,3})$"
@@ -202,7 +202,13 @@ def find_persons(text: str, gaz: Gazetteer) -> list[Finding]:
             run.append(tokens[j])
             j += 1
         i = j
-        _score_run(text, run, gaz, out)
+        # A title inside a run starts a new name: "Dear Mr. Takáts" -> "Dear" | "Mr. Takáts".
+        start = 0
+        for k in range(1, len(run)):
+            if _kind(run[k].group(), gaz) == "T":
+                _score_run(text, run[start:k], gaz, out)
+                start = k
+        _score_run(text, run[start:], gaz, out)
     return out
 
 

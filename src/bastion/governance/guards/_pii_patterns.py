@@ -90,7 +90,7 @@ def find_cards(text: str) -> list[Finding]:
     for m in CARD_RE.finditer(text):
         raw = m.group()
         digits = raw.replace(" ", "").replace("-", "")
-        if not (12 <= len(digits) <= 19) or not luhn_valid(digits) or len(set(digits)) < 3:
+        if not (12 <= len(digits) <= 19) or not luhn_valid(digits) or len(set(digits)) < 2:
             continue
         score = 0.6
         if digits.startswith(_CARD_PREFIXES):
