@@ -63,7 +63,7 @@ class ComponentMissing(BastionError):
     default_hint = "Install Bastion with that component, e.g. `pip install 'bastion[all]'`."
 
 
-def _mount(name: str, module: str, what: str) -> None:
+def mount(app: typer.Typer, name: str, module: str, what: str) -> None:
     """Mount ``module:app`` as ``bastion <name>`` when that component is installed, else a
     command that says it is not."""
     try:
@@ -85,8 +85,8 @@ def _mount(name: str, module: str, what: str) -> None:
         fail(ComponentMissing(problem))
 
 
-_mount("sandbox", "bastion.sandbox.cli", "sandbox")
-_mount("guard", "bastion.governance.guards.cli", "guards")
+mount(app, "sandbox", "bastion.sandbox.cli", "sandbox")
+mount(app, "guard", "bastion.governance.guards.cli", "guards")
 
 
 def main() -> None:

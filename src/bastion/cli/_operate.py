@@ -105,7 +105,9 @@ def dlq_list(
         return
     table = Table(title="dead letters", title_justify="left")
     for column in ("run", "agent", "tenant", "step", "error", "since"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, overflow="fold", no_wrap=column in ("id", "run", "reason", "status")
+        )
     for d in letters:
         table.add_row(
             d.run_id,
@@ -199,7 +201,9 @@ def review_list(
         return
     table = Table(title="review queue", title_justify="left")
     for column in ("run", "agent", "tenant", "reason", "step", "proposed", "since"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, overflow="fold", no_wrap=column in ("id", "run", "reason", "status")
+        )
     for run, step in rows:
         table.add_row(
             run.id,

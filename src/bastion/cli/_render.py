@@ -57,7 +57,9 @@ def _status(status: RunStatus) -> Text:
 def runs_table(runs: list[Run], *, title: str = "runs") -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("id", "agent", "tenant", "status", "steps", "tokens", "updated", "note"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, overflow="fold", no_wrap=column in ("id", "run", "reason", "status")
+        )
     for run in runs:
         note = ""
         if run.wait_reason is not None:
@@ -114,7 +116,7 @@ def _detail(step: Step) -> Text:
 
 
 def steps_table(run: Run, steps: list[Step], *, title: str = "steps") -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", expand=True)
     for column in ("#", "kind", "name", "status", "time", "try"):
         table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="fold", ratio=1)

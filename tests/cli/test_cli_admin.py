@@ -1,0 +1,112 @@
+"""`bastion db upgrade`, `config check`, `worker`, and mounting optional components."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from bastion.cli import app, mount
+
+
+def test_db_upgrade_applies_then_reports_up_to_date(runner: CliRunner, config_file: Path) -> None:
+    result = runner.invoke(app, ["--config", str(config_file), "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "applied migration 1: runs, steps, step archive, dead letters" in result.stdout
+    assert "schema version: 1 (latest known: 1)" in result.stdout
+    again = runner.invoke(app, ["--config", str(config_file), "db", "upgrade"])
+    assert again.exit_code == 0
+    assert "no migrations to apply" in again.stdout
+
+
+def test_config_check_prints_effective_settings_without_secrets(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        "store: postgresql://bastion:hunter2@db:5432/bastion\n"
+        "models:\n"
+        "  providers:\n"
+        "    gateway: {kind: openai, base_url: 'http://gw/v1', api_key: sk-very-secret,\n"
+        "              headers: {Authorization: Bearer xyz}}\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(
+        app, ["--config", str(config), "config", "check"], env={"BASTION_WORKER__CONCURRENCY": "4"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "configuration OK" in result.stdout
+    assert "concurrency: 4" in result.stdout
+    for secret in ("hunter2", "sk-very-secret", "Bearer xyz"):
+        assert secret not in result.stdout
+    assert "postgresql://bastion:***@db:5432/bastion" in result.stdout
+    as_json = runner.invoke(app, ["--config", str(config), "config", "check", "--json"])
+    data = json.loads(as_json.stdout)
+    assert data["settings"]["models"]["providers"]["gateway"]["api_key"] == "***"
+
+
+def test_config_check_names_the_bad_key(runner: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text("worker:\n  concurency: 2\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(config), "config", "check"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error[config_invalid]: ")
+    assert "worker.concurency: unknown setting" in result.stderr
+    assert "hint: " in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_config_check_names_a_bad_environment_override(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["--config", str(tmp_path / "missing.yaml"), "config", "check"],
+    )
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    config = tmp_path / "bastion.yaml"
+    config.write_text("", encoding="utf-8")
+    result = runner.invoke(
+        app, ["--config", str(config), "config", "check"], env={"BASTION_WORKER__LEASE": "5"}
+    )
+    assert result.exit_code == 2
+    assert "worker.lease: unknown setting" in result.stderr
+
+
+def test_a_missing_component_says_so(runner: CliRunner) -> None:
+    root = typer.Typer()
+
+    @root.command()
+    def other() -> None:
+        """Keeps typer from collapsing a one-command app."""
+
+    mount(root, "widget", "bastion.no_such_component.cli", "widget")
+    result = runner.invoke(root, ["widget", "anything"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error[component_not_installed]: the widget component")
+
+
+def test_worker_serves_until_sigterm(tmp_path: Path, config_file: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli", "--config", str(config_file), "worker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    banner = ""
+    while time.monotonic() < deadline and "SIGTERM stops it" not in banner:
+        banner += proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, banner + rest
+    assert "1 loop(s)" in banner
+    assert "stopped after 0 execution(s)" in rest

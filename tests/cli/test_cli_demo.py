@@ -1,0 +1,33 @@
+"""`bastion demo` end to end, as a user runs it: a subprocess that must exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "demo", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "is waiting for a human: issue_refund" in out
+    assert "approved by demo-reviewer" in out
+    assert "now kills itself with SIGKILL" in out
+    assert "the worker died by SIGKILL" in out
+    assert "claimed the run after waiting" in out
+    assert "✔ the resumed run completed" in out
+    assert "✔ exactly one refund of $249.00" in out
+    assert "✔ exactly one confirmation email" in out
+    assert "every check held" in out
+    assert "✘" not in out
+    assert (tmp_path / "shop.db").exists() and (tmp_path / "bastion.db").exists()
