@@ -75,3 +75,10 @@ async def test_warn_mode_runs_and_reports(sandbox: NamespaceSandbox) -> None:
     result = await guarded.execute("import socket\nprint('ran')\n")
     assert result.ok and result.stdout == "ran\n"
     assert [f.rule for f in result.findings] == ["import-blocked"]
+
+
+def test_public_surface_is_sorted_and_complete() -> None:
+    import bastion.sandbox as pkg
+
+    assert pkg.__all__ == sorted(pkg.__all__)
+    assert all(hasattr(pkg, name) for name in pkg.__all__)
