@@ -39,8 +39,8 @@ def _r(name: str, pattern: str, direct: float, indirect: float) -> Rule:
 
 
 _TARGET = (
-    r"instructions?|rules|prompts?|directions?|guidelines|constraints|context|programming|"
-    r"directives?|guardrails|restrictions|commands?|messages?|everything|policies|training|"
+    r"instructions?|rules|prompts?|directions?|guidelines|constraints|programming|"
+    r"directives?|guardrails|restrictions|commands?|policies|training|"
     r"safety|filters?|what (?:you were|i) (?:told|said)|above|previous|prior|preceding|"
     r"foregoing|earlier"
 )

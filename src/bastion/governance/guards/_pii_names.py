@@ -199,6 +199,9 @@ def find_persons(text: str, gaz: Gazetteer) -> list[Finding]:
         while j < len(tokens) and len(run) < 5:
             if text[run[-1].end() : tokens[j].start()] != " ":
                 break
+            last = run[-1].group()
+            if last.endswith(".") and len(last) > 2 and _kind(last, gaz) != "T":
+                break  # a sentence ended ("Hertzog. Call"); initials and "Mr." do not end one
             run.append(tokens[j])
             j += 1
         i = j

@@ -84,6 +84,9 @@ _PLACEHOLDER_VALUES = re.compile(
 )
 
 
+_PASSWORD_KINDS = frozenset({"URL_PASSWORD", "CONNECTION_STRING_PASSWORD"})
+
+
 def shannon_entropy(value: str) -> float:
     """Bits per character of ``value``'s own character distribution."""
     if not value:
@@ -131,6 +134,8 @@ class SecretGuard:
         for kind, rx, score in _COMPILED:
             for m in rx.finditer(text):
                 g = 1 if rx.groups else 0
+                if kind in _PASSWORD_KINDS and _PLACEHOLDER_VALUES.match(m.group(g)):
+                    continue  # "password=changeme", "Password=${DB_PASSWORD}"
                 out.append(_finding(m.start(g), m.end(g), kind, score, "token_pattern"))
         for m in _PEM_BEGIN.finditer(text):
             end_marker = text.find("-----END", m.end(), m.end() + 20_000)
