@@ -91,15 +91,18 @@ class RunExecution:
         self.deps = deps
         self.turns = 0
         self.invalid_outputs = 0
-        self.active_seconds = 0.0
         self._started = time.monotonic()
         self.messages: list[Message] = []
         self._history = ""
         self._tool_schemas: tuple[ToolSchema, ...] = tuple(t.schema() for t in agent.tools)
         self._tools_digest = digest([s.model_dump() for s in self._tool_schemas])
-        for step in journal.recorded_steps:
-            if step.kind in (StepKind.MODEL, StepKind.TOOL) and step.finished_at is not None:
-                self.active_seconds += (step.finished_at - step.started_at).total_seconds()
+        # Active seconds of steps finished in earlier executions, counted as replay passes
+        # them: a limit checked at a replayed turn sees what the first execution saw there.
+        self._earlier_seconds = {
+            step.step_no: (step.finished_at - step.started_at).total_seconds()
+            for step in journal.recorded_steps
+            if step.kind in (StepKind.MODEL, StepKind.TOOL) and step.finished_at is not None
+        }
 
     # ---- history --------------------------------------------------------------------------
 
@@ -142,7 +145,9 @@ class RunExecution:
             raise MaxTurnsExceeded(
                 f"the agent used all {limits.max_turns} turns without finishing", run_id=run_id
             )
-        elapsed = self.active_seconds + (time.monotonic() - self._started)
+        earlier = sum(s for no, s in self._earlier_seconds.items() if no < self.journal.next_no)
+        # This execution's own time (its tool calls included) is measured once, from its start.
+        elapsed = earlier + (time.monotonic() - self._started)
         if elapsed > limits.max_wall_seconds:
             raise RunTimeout(
                 f"the run was active {elapsed:.1f}s, over its {limits.max_wall_seconds}s limit",
@@ -338,7 +343,6 @@ class RunExecution:
     async def _execute(self, tool: Tool, args: BaseModel, step: Any) -> CallOutcome:
         attempts = step.attempts if step.error is not None else 0
         durable = not tool.idempotent
-        started = time.monotonic()
         while True:
             attempts += 1
             ctx = ToolContext(
@@ -360,7 +364,6 @@ class RunExecution:
                     step, error=exc.to_dict(), attempts=attempts, durable=True
                 )
                 raise
-            self.active_seconds += time.monotonic() - started
             await self.journal.finish(step, output=output, attempts=attempts, durable=durable)
             return _outcome_from_step(output, None)
 
