@@ -73,7 +73,7 @@ def mount(app: typer.Typer, name: str, module: str, what: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a broken optional component must not break the CLI
         problem = f"the {what} component failed to load: {type(exc).__name__}: {exc}"
     else:
-        app.add_typer(sub, name=name, help=f"The {what}.")
+        app.add_typer(sub, name=name)
         return
 
     @app.command(

@@ -39,9 +39,11 @@ def demo_settings(
     """Only the ``models`` section comes from the user's configuration: the demo keeps its own
     store and agent so that a production ``bastion.yaml`` cannot point it at real data."""
     loaded = Settings.load(config, env=env)
+    # ``model`` may name a route; ``default_model`` must be a "provider:model".
+    route = loaded.models.routes.get(model or "")
     return Settings(
         store=f"sqlite:///{directory / 'bastion.db'}",
-        default_model=model or SCRIPTED,
+        default_model=route[0] if route else model or SCRIPTED,
         models=loaded.models,
         worker=WorkerSettings(
             concurrency=1, lease_seconds=LEASE_SECONDS, poll_interval=0.1, watch_interval=0.5
@@ -70,7 +72,9 @@ def build_demo(
     providers: dict[str, ModelProvider] = {"scripted": script} if script is not None else {}
     bastion = Bastion(
         settings,
-        agents=[build_agent(build_tools(shop))],
+        # The agent names its model directly (a route name works too), so a ``default`` route in
+        # the user's configuration cannot override the model the demo was asked to use.
+        agents=[build_agent(build_tools(shop), model=model or SCRIPTED)],
         providers=providers,
         env=env,
         observer=observer,
