@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import marshal
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ import sys
 import sysconfig
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -138,7 +139,9 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 
 def _frame(obj: Mapping[str, Any]) -> bytes:
-    body = json.dumps(obj).encode()
+    # marshal: the sandbox loads it without importing json (start-up time); only the worker
+    # writes these frames. What the sandbox sends back is parsed as JSON, never unmarshalled.
+    body = marshal.dumps(dict(obj))
     return struct.pack(">I", len(body)) + body
 
 
@@ -183,7 +186,8 @@ class NamespaceSandbox:
         self._ready: deque[_Proc] = deque()
         self._waiters: deque[asyncio.Future[_Proc]] = deque()
         self._starting = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # pool refills: cancelled on close
+        self._reaps: set[asyncio.Task[None]] = set()  # reaping the used: awaited on close
         self._closed = False
         self._map_by_parent = os.geteuid() == 0
         self.landlock_abi = 0  # as reported by the last sandbox that became ready
@@ -200,8 +204,9 @@ class NamespaceSandbox:
         if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
             raise SandboxUnsupported("platform", f"{sys.platform}/{os.uname().machine}")
         seccomp_program()
-        proc = await self._spawn(self._opts.default_limits)
-        if self._opts.pool_size > 0:
+        pooled = self._opts.pool_size > 0
+        proc = await self._spawn(self._opts.default_limits, preload=pooled)
+        if pooled:
             self._ready.append(proc)
         else:
             await proc.reap()
@@ -211,7 +216,7 @@ class NamespaceSandbox:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._reaps, return_exceptions=True)
         while self._ready:
             await self._ready.popleft().reap()
         while self._waiters:
@@ -224,16 +229,20 @@ class NamespaceSandbox:
 
     # ---- pool ---------------------------------------------------------------------------------
 
+    def _background(self, coro: Coroutine[Any, Any, None], *, reap: bool = False) -> None:
+        tasks = self._reaps if reap else self._tasks
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     def _refill(self) -> None:
         while not self._closed and len(self._ready) + self._starting < self._opts.pool_size:
             self._starting += 1
-            task = asyncio.get_running_loop().create_task(self._warm_one())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(self._warm_one())
 
     async def _warm_one(self) -> None:
         try:
-            proc = await self._spawn(self._opts.default_limits)
+            proc = await self._spawn(self._opts.default_limits, preload=True)
         except (SandboxUnsupported, SandboxCrashed) as exc:
             self._starting -= 1
             if self._waiters:
@@ -256,21 +265,20 @@ class NamespaceSandbox:
         if same_disk and self._opts.pool_size > 0:
             while self._ready:
                 proc = self._ready.popleft()
-                self._refill()
                 if proc.alive:
                     return proc, True
-                await proc.reap()
+                self._background(proc.reap(), reap=True)
+                self._refill()
             if self._starting > len(self._waiters):
+                # A sandbox is already being built: waiting for it beats building another.
                 waiter: asyncio.Future[_Proc] = asyncio.get_running_loop().create_future()
                 self._waiters.append(waiter)
-                proc = await waiter
-                self._refill()
-                return proc, True
-        return await self._spawn(limits), False
+                return await waiter, True
+        return await self._spawn(limits, preload=False), False
 
     # ---- spawning -----------------------------------------------------------------------------
 
-    async def _spawn(self, limits: Limits) -> _Proc:
+    async def _spawn(self, limits: Limits, *, preload: bool) -> _Proc:
         parent_sock, child_sock = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -298,9 +306,10 @@ class NamespaceSandbox:
             "host_uid": os.getuid(),
             "host_gid": os.getgid(),
             "workdir": {"bytes": limits.disk_bytes, "inodes": limits.max_files},
-            "seccomp": base64.b64encode(seccomp_program()).decode(),
+            "seccomp": seccomp_program(),
             "landlock": self._opts.landlock,
-            "preload": list(self._opts.preload),
+            # A cold sandbox runs its code at once: preloading would only delay it.
+            "preload": list(self._opts.preload) if preload else [],
             "env": SANDBOX_ENV,
         }
         try:
@@ -348,23 +357,23 @@ class NamespaceSandbox:
         if self._closed:
             raise SandboxCrashed("This sandbox has been closed.")
         limits = limits or self._opts.default_limits
-        payload = {
-            _check_name(name): base64.b64encode(data).decode()
-            for name, data in (files or {}).items()
-        }
+        payload = {_check_name(name): bytes(data) for name, data in (files or {}).items()}
         t_setup = time.perf_counter()
         proc, warm = await self._acquire(limits)
         setup = time.perf_counter() - t_setup if not warm else 0.0
         try:
             return await self._run(proc, code, payload, list(outputs), limits, warm, setup)
         finally:
-            await proc.reap()
+            # Used once: it is killed in _run; reaping and refilling happen after we answer.
+            proc.kill()
+            self._background(proc.reap(), reap=True)
+            self._refill()
 
     async def _run(
         self,
         proc: _Proc,
         code: str,
-        payload: dict[str, str],
+        payload: dict[str, bytes],
         outputs: list[str],
         limits: Limits,
         warm: bool,
