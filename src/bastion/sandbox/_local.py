@@ -54,6 +54,8 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "textwrap",
     "traceback",
     "linecache",
+    "glob",
+    "fnmatch",
     "types",
     "builtins",
 )
