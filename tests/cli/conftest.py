@@ -65,7 +65,7 @@ def populated(config_file: Path) -> Iterator[Populated]:
     settings = Settings.load(config_file, env={})
     bastion = Bastion(settings, agents=[agent], providers={"scripted": model})
     try:
-        completed = bastion.run_sync("ops", "refund A1")
+        completed = bastion.run_sync("ops", "refund A1 [/b] [bold]")
         waiting = bastion.run_sync("ops", "refund A2")
         dead = bastion.run_sync("ops", "explode")
         model.assert_complete()

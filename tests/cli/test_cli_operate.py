@@ -33,6 +33,8 @@ def test_runs_show_renders_the_timeline(runner: CliRunner, populated: Populated)
     assert "waiting for a human: approval_required at step 1" in out
     assert "waiting: approval_required" in out
     assert "refund" in out and "model" in out
+    code, out, _ = cli(runner, populated, "runs", "show", populated.completed)
+    assert code == 0 and "input:  refund A1 [/b] [bold]" in out  # user text is not markup
     code, out, _ = cli(runner, populated, "runs", "show", populated.completed, "--json")
     data = json.loads(out)
     assert data["run"]["status"] == "completed"

@@ -53,7 +53,7 @@ async def _serve(bastion: Bastion, concurrency: int | None) -> None:
     async with bastion:
         w = bastion.worker(concurrency=concurrency)
         if not bastion.agents:
-            console.print("[yellow]no agents are configured: runs cannot execute[/yellow]")
+            console.print("no agents are configured: runs cannot execute", style="yellow")
         console.print(
             f"worker {w.worker_id}: {w.concurrency} loop(s) on "
             f"{safe_url(bastion.settings.store)}; Ctrl-C or SIGTERM stops it"

@@ -23,8 +23,9 @@ from bastion.app import Bastion
 from bastion.config import Settings
 from bastion.core.errors import BastionError, UserError
 
-#: Piped output (CI logs, `| less`) gets 120 columns instead of rich's default 80.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+#: Markup is off: runs carry user and model text, and "[/b]" in an order note must print as is
+#: (styles are applied with Text and ``style=``). Piped output gets 120 columns, not 80.
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 120)
 
 
 @dataclass(frozen=True, kw_only=True)

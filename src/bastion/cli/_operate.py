@@ -5,7 +5,7 @@ Owns: turning each command into one call on ``Bastion``'s sync face and printing
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -115,7 +115,7 @@ def dlq_list(
             d.tenant,
             "" if d.step_no is None else str(d.step_no),
             f"{d.error.get('code')}: {short(d.error.get('message'), 60)}",
-            when(datetime.fromtimestamp(d.created_at)),
+            when(datetime.fromtimestamp(d.created_at, tz=UTC)),
         )
     console.print(table)
 

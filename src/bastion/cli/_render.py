@@ -67,14 +67,14 @@ def runs_table(runs: list[Run], *, title: str = "runs") -> Table:
         elif run.error:
             note = f"{run.error.get('code', '')}: {short(run.error.get('message'), 40)}"
         table.add_row(
-            run.id,
-            run.agent,
-            run.tenant,
+            Text(run.id),
+            Text(run.agent),
+            Text(run.tenant),
             _status(run.status),
             str(run.next_step),
             str(run.usage.total_tokens),
             when(run.updated_at),
-            note,
+            Text(note),
         )
     return table
 
@@ -130,7 +130,7 @@ def steps_table(run: Run, steps: list[Step], *, title: str = "steps") -> Table:
         table.add_row(
             str(step.step_no),
             step.kind.value,
-            step.name,
+            Text(step.name),
             status,
             _duration(step),
             str(step.attempts),
@@ -154,9 +154,9 @@ def render_run(out: Console, run: Run, steps: list[Step], *, archived: int = 0) 
         f"  tokens {run.usage.total_tokens}",
     )
     out.print(header)
-    out.print(f"input:  {short(run.input, 100)}")
+    out.print(Text(f"input:  {short(run.input, 100)}"))
     if run.output is not None:
-        out.print(f"output: {short(run.output, 100)}")
+        out.print(Text(f"output: {short(run.output, 100)}"))
     if run.wait_reason is not None:
         out.print(
             Text(
@@ -173,7 +173,7 @@ def render_run(out: Console, run: Run, steps: list[Step], *, archived: int = 0) 
             )
         )
     if run.lease_owner and run.status is RunStatus.RUNNING:
-        out.print(f"leased by {run.lease_owner} until {when(run.lease_expires_at)}")
+        out.print(Text(f"leased by {run.lease_owner} until {when(run.lease_expires_at)}"))
     out.print(steps_table(run, steps))
     if archived:
         out.print(f"({archived} archived steps from before a replay are kept in the archive)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bastion.app import Bastion
 from bastion.cli._render import render_run
@@ -55,13 +56,13 @@ class Checks:
 
     def expect(self, ok: bool, what: str, *, safety: bool = False) -> bool:
         if ok:
-            self._out.print(f"  [green]✔[/green] {what}")
+            self._out.print(Text.assemble(("  ✔ ", "green"), what))
         elif safety or self._strict:
-            self._out.print(f"  [red]✘ {what}[/red]")
+            self._out.print(Text(f"  ✘ {what}", style="red"))
             self.failed.append(what)
         else:
             self._out.print(
-                f"  [yellow]~ not this time: {what} (the model chose otherwise)[/yellow]"
+                Text(f"  ~ not this time: {what} (the model chose otherwise)", style="yellow")
             )
         return ok
 
@@ -89,7 +90,7 @@ async def _demo(
         directory, model=options.model, config=options.config, env=env, observer=recorder
     )
     model = options.model or f"{SCRIPTED} (a scripted conversation; no API key needed)"
-    out.print(f"[bold]Bastion demo[/bold]: agent {AGENT_NAME!r} on {model}")
+    out.print(Text.assemble(("Bastion demo", "bold"), f": agent {AGENT_NAME!r} on {model}"))
     out.print(f"data in {directory} (bastion.db: the journal; shop.db: the shop)")
     async with demo.bastion as bastion:
         question = await _phase_question(bastion, checks, out)
@@ -101,9 +102,9 @@ async def _demo(
             run = await _phase_resume(bastion, run, checks, out)
         await _summary(bastion, demo, question, run, crashed, checks, out)
     if checks.failed:
-        out.print(f"[red bold]demo failed: {len(checks.failed)} check(s) did not hold[/red bold]")
+        out.print(f"demo failed: {len(checks.failed)} check(s) did not hold", style="red bold")
         return False
-    out.print("[green bold]demo finished: every check held[/green bold]")
+    out.print("demo finished: every check held", style="green bold")
     return True
 
 
@@ -115,7 +116,7 @@ async def _show(bastion: Bastion, run_id: str, out: Console) -> Run:
 
 def _phase(out: Console, title: str) -> None:
     out.print()
-    out.rule(f"[bold]{title}[/bold]", align="left")
+    out.rule(Text(title, style="bold"), align="left")
 
 
 async def _phase_question(bastion: Bastion, checks: Checks, out: Console) -> Run:
@@ -140,11 +141,13 @@ async def _phase_approval(bastion: Bastion, shop: Shop, checks: Checks, out: Con
     checks.expect(not shop.refunds(), "no money has moved yet", safety=approval)
     if waiting:
         step = next(s for s in await bastion.steps(run.id) if s.step_no == run.waiting_step)
-        out.print(f"[yellow]⏸ run {run.id} is waiting for a human: {step.name} {step.input}[/]")
+        out.print(
+            f"⏸ run {run.id} is waiting for a human: {step.name} {step.input}", style="yellow"
+        )
         run = await bastion.decide(
             run.id, "approve", reason="hopper cracked; photo on file", by=REVIEWER
         )
-        out.print(f"[green]✔ approved by {REVIEWER}[/]: the run is {run.status.value} again")
+        out.print(f"✔ approved by {REVIEWER}: the run is {run.status.value} again", style="green")
     return run
 
 
@@ -181,7 +184,7 @@ async def _phase_crash(
     timeout = 120 if is_scripted(options.model) else 900
     output, _ = await asyncio.wait_for(child.communicate(), timeout=timeout)
     for line in output.decode(errors="replace").splitlines():
-        out.print(f"  [dim]worker │[/dim] {line}")
+        out.print(Text.assemble(("  worker │ ", "dim"), line))
     killed = child.returncode == -signal.SIGKILL
     checks.expect(killed, f"the worker died by SIGKILL (exit status {child.returncode})")
     run = await _show(bastion, run.id, out)
