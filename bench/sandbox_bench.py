@@ -45,8 +45,7 @@ async def warm(n: int) -> tuple[list[float], int]:
     not_warm = 0
     async with NamespaceSandbox(NamespaceOptions(pool_size=2)) as sb:
         for _ in range(n):
-            while sb.warm < 2:  # measure the warm path: let the background refill finish
-                await asyncio.sleep(0.005)
+            await sb.wait_warm()  # measure the warm path: let the background refill finish
             samples.append(await _one(sb))
     return samples, not_warm
 
@@ -59,8 +58,7 @@ async def cold(n: int) -> list[float]:
 async def throughput(seconds: float, callers: int) -> tuple[int, list[float], float]:
     samples: list[float] = []
     async with NamespaceSandbox(NamespaceOptions(pool_size=2)) as sb:
-        while sb.warm < 2:
-            await asyncio.sleep(0.01)
+        await sb.wait_warm()
         deadline = time.perf_counter() + seconds
 
         async def caller() -> None:
@@ -83,18 +81,27 @@ async def main() -> None:
         f"machine: nproc={os.cpu_count()} kernel={platform.release()} "
         f"python={platform.python_version()} ({sys.executable})"
     )
+    # Other work on the machine shows up in every figure: say how busy it was.
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     warm_samples, _ = await warm(args.n)
     cold_samples = await cold(args.n)
     count, tp_samples, elapsed = await throughput(args.seconds, callers=2)
 
     print(f"\n{'case':<34}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
     for name, s in (("warm pool (print(1))", warm_samples), ("cold (print(1))", cold_samples)):
-        print(f"{name:<34}{len(s):>6}{_pct(s, 0.5):>10.2f}{_pct(s, 0.95):>10.2f}"
-              f"{statistics.mean(s) * 1000:>10.2f}")
-    print(f"{'2 concurrent callers, pool of 2':<34}{count:>6}{_pct(tp_samples, 0.5):>10.2f}"
-          f"{_pct(tp_samples, 0.95):>10.2f}{statistics.mean(tp_samples) * 1000:>10.2f}")
-    print(f"\nthroughput: {count / elapsed:.1f} executions/s with 2 concurrent callers "
-          f"({elapsed:.1f} s)")
+        print(
+            f"{name:<34}{len(s):>6}{_pct(s, 0.5):>10.2f}{_pct(s, 0.95):>10.2f}"
+            f"{statistics.mean(s) * 1000:>10.2f}"
+        )
+    print(
+        f"{'2 concurrent callers, pool of 2':<34}{count:>6}{_pct(tp_samples, 0.5):>10.2f}"
+        f"{_pct(tp_samples, 0.95):>10.2f}{statistics.mean(tp_samples) * 1000:>10.2f}"
+    )
+    print(
+        f"\nthroughput: {count / elapsed:.1f} executions/s with 2 concurrent callers "
+        f"({elapsed:.1f} s)"
+    )
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print("targets: warm p50 <= 10 ms, cold p50 <= 60 ms")
 
 

@@ -18,10 +18,8 @@ async def test_pool_is_warm_and_refills() -> None:
     async with NamespaceSandbox(NamespaceOptions(pool_size=2)) as sb:
         first = await sb.execute("print(1)")
         assert first.timing is not None and first.timing.warm
-        for _ in range(50):  # refill runs in the background
-            if sb.warm == 2:
-                break
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            await sb.wait_warm()  # refill runs in the background, after the execution
         assert sb.warm == 2
         again = await sb.execute("print(2)")
         assert again.timing is not None and again.timing.warm and again.stdout == "2\n"
@@ -45,10 +43,8 @@ async def test_concurrent_executions_are_separate(sandbox: NamespaceSandbox) -> 
 
 
 async def test_a_pooled_sandbox_that_died_is_replaced(sandbox: NamespaceSandbox) -> None:
-    for _ in range(50):
-        if sandbox.warm:
-            break
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(30):
+        await sandbox.wait_warm()
     victim = sandbox._ready[0]
     os.killpg(victim.proc.pid, signal.SIGKILL)
     await victim.proc.wait()

@@ -460,10 +460,12 @@ def _write_inputs(files: dict[str, bytes]) -> None:
 
 
 def _collect_outputs(patterns: list[str], max_bytes: int) -> tuple[dict[str, str], dict[str, str]]:
-    import glob  # only when files are asked for: it imports ``re``
-
     found: dict[str, str] = {}
     skipped: dict[str, str] = {}
+    if not patterns:
+        return found, skipped
+    import glob  # only when files are asked for: it imports ``re``
+
     total = 0
     for pattern in patterns:
         for path in sorted(glob.glob(pattern, root_dir="/work", recursive=True)):

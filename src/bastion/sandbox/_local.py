@@ -191,6 +191,7 @@ class NamespaceSandbox:
         self._tasks: set[asyncio.Task[None]] = set()  # pool refills: cancelled on close
         self._reaps: set[asyncio.Task[None]] = set()  # reaping the used: awaited on close
         self._closed = False
+        self._changed = asyncio.Condition()
         self._map_by_parent = os.geteuid() == 0
         self.landlock_abi = 0  # as reported by the last sandbox that became ready
 
@@ -229,6 +230,13 @@ class NamespaceSandbox:
         """How many pre-isolated sandboxes are waiting."""
         return len(self._ready)
 
+    async def wait_warm(self, count: int | None = None) -> None:
+        """Waits until ``count`` (default: the pool size) sandboxes are warm; bound it with
+        ``asyncio.timeout``."""
+        want = self._opts.pool_size if count is None else min(count, self._opts.pool_size)
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._ready) >= want)
+
     # ---- pool ---------------------------------------------------------------------------------
 
     def _background(self, coro: Coroutine[Any, Any, None], *, reap: bool = False) -> None:
@@ -247,8 +255,12 @@ class NamespaceSandbox:
             proc = await self._spawn(self._opts.default_limits, preload=True)
         except (SandboxUnsupported, SandboxCrashed) as exc:
             self._starting -= 1
-            if self._waiters:
-                self._waiters.popleft().set_exception(exc)
+            # Fail closed: whoever waits for this sandbox gets the refusal, not a fallback.
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                    break
             return
         self._starting -= 1
         if self._closed:
@@ -260,6 +272,8 @@ class NamespaceSandbox:
                 waiter.set_result(proc)
                 return
         self._ready.append(proc)
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _acquire(self, limits: Limits) -> tuple[_Proc, bool]:
         pool = self._opts.default_limits
