@@ -231,3 +231,28 @@ async def test_a_confident_answer_completes_without_review(store: Store) -> None
     done = await run_to_stop(engine, run.id)
     assert done.status is RunStatus.COMPLETED
     assert done.output == {"answer": "42", "confidence": 0.95}
+
+
+async def test_an_edit_with_invalid_arguments_is_refused_and_the_run_keeps_waiting(
+    store: Store,
+) -> None:
+    effects: list[tuple[str, float]] = []
+    model = scripted(
+        reply(None, call("refund", {"order_id": "A1", "amount": 500})), reply("finished")
+    )
+    engine = make_engine(store, [Agent(name="ops", tools=[_refund_tool(effects)])], model)
+    run = await engine.submit("ops", "refund A1")
+    waiting = await run_to_stop(engine, run.id)
+    assert waiting.wait_reason is WaitReason.APPROVAL_REQUIRED
+
+    # A reviewer's typo is the reviewer's to fix: refused at once, the run still waits.
+    typo = {"order_id": "A1", "amount": "120 EUR"}
+    with pytest.raises(UserError, match="amount"):
+        await engine.decide(run.id, Decision(kind="edit", arguments=typo))
+    still = await store.get_run(run.id)
+    assert still.status is RunStatus.WAITING_FOR_HUMAN and still.version == waiting.version
+
+    await engine.decide(run.id, Decision(kind="edit", arguments={"order_id": "A1", "amount": 120}))
+    done = await run_to_stop(engine, run.id)
+    assert done.status is RunStatus.COMPLETED, done.error
+    assert effects == [("A1", 120.0)]

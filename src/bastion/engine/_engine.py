@@ -33,15 +33,25 @@ from bastion.core.errors import (
     PolicyDenied,
     RunTimeout,
     StoreError,
+    ToolArgumentsInvalid,
     UserError,
 )
 from bastion.core.ids import new_id
-from bastion.core.records import Decision, Run, RunStatus, Step, StepStatus, WaitReason
+from bastion.core.records import (
+    Decision,
+    Run,
+    RunStatus,
+    Step,
+    StepKind,
+    StepStatus,
+    WaitReason,
+)
 from bastion.engine._agent import Agent
 from bastion.engine._journal import Journal, StepObserver
 from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep, Suspend
 from bastion.engine._plan import run_plan_mode
 from bastion.store import Store
+from bastion.tools._invoke import validate_arguments
 
 log = logging.getLogger("bastion.engine")
 
@@ -230,6 +240,9 @@ class Engine:
         step = steps.get(run.waiting_step)
         if step is None or step.status is not StepStatus.STARTED:
             raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
+        editing_call = run.wait_reason is not WaitReason.OUTPUT_REVIEW
+        if decision.kind == "edit" and decision.arguments is not None and editing_call:
+            self._check_edited_arguments(run, step, decision.arguments)
         await self.store.commit(
             run_id,
             expected_version=run.version,
@@ -242,6 +255,23 @@ class Engine:
             steps_to_write=[step.model_copy(update={"decision": decision})],
         )
         return await self.store.get_run(run_id)
+
+    def _check_edited_arguments(self, run: Run, step: Step, arguments: dict[str, Any]) -> None:
+        """A reviewer's edited arguments are checked now, so a typo is refused to the reviewer
+        instead of failing the run when it resumes."""
+        agent = self.agents.get(run.agent)
+        if agent is None:
+            return
+        name = step.name.removeprefix("refuse:") if step.kind is StepKind.VALIDATION else step.name
+        tool = agent.tool(name)
+        if tool is None:
+            raise UserError(f"step {step.step_no} calls no tool of agent {agent.name!r} to edit")
+        try:
+            validate_arguments(tool, arguments)
+        except ToolArgumentsInvalid as exc:
+            raise UserError(
+                f"the edited {exc.message}", hint="Correct the arguments and decide again."
+            ) from None
 
     async def replay(
         self,
