@@ -3,6 +3,8 @@ nondeterminism on a changed definition, and the turn and token limits. Both back
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from _engine_kit import Sleeps, function_model, make_engine, run_to_stop, scripted
 
@@ -10,7 +12,7 @@ from bastion.core.errors import InvalidState
 from bastion.core.messages import ModelRequest, ModelResponse
 from bastion.core.records import Decision, RunStatus, StepKind, StepStatus, WaitReason
 from bastion.core.retry import RetryPolicy
-from bastion.engine import Agent, Limits
+from bastion.engine import Agent, Limits, Worker
 from bastion.store import Store
 from bastion.testing import call, reply
 from bastion.tools import ToolContext, tool
@@ -278,3 +280,44 @@ async def test_token_budget_counts_across_executions_and_fails_the_run(store: St
     assert failed.usage.total_tokens == 30
     assert ran == ["A1", "A2"]
     model.assert_complete()
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing in the engine handles it."""
+
+
+async def test_retry_attempts_survive_a_crash_between_attempts(store: Store) -> None:
+    tries: list[int] = []
+
+    @tool(effect="read", retry=RetryPolicy(max_attempts=4, initial_delay=0.1, jitter=0.0))
+    def lookup(ctx: ToolContext, order_id: str) -> str:
+        tries.append(ctx.attempt)
+        raise ConnectionError("still down")
+
+    class CrashOnSecondSleep(Sleeps):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            if len(self.delays) == 2:
+                raise Crash
+
+    model = scripted(reply(None, call("lookup", {"order_id": "A1"})))
+    agent = Agent(name="ops", tools=[lookup])
+    crashing = make_engine(store, [agent], model, sleep=CrashOnSecondSleep())
+    run = await crashing.submit("ops", "where is A1?")
+    with pytest.raises(Crash):
+        await Worker(crashing).run_once(run.id)
+    assert tries == [1, 2]
+    crashed = await store.get_run(run.id)
+    await store.commit(
+        run.id, expected_version=crashed.version, changes={"lease_expires_at": time.time() - 1}
+    )
+
+    sleeps = Sleeps()
+    engine = make_engine(store, [agent], model, sleep=sleeps)
+    dead = await run_to_stop(engine, run.id)
+
+    # The restarted worker goes on with attempt 3: four attempts in all, not 2 + 4.
+    assert tries == [1, 2, 3, 4]
+    assert sleeps.delays == pytest.approx([0.4])
+    assert dead.status is RunStatus.DEAD_LETTER
+    assert dead.error is not None and dead.error["details"]["attempts"] == 4
