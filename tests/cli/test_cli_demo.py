@@ -20,14 +20,19 @@ def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "is waiting for a human: issue_refund" in out
+    assert "is waiting for a human (approval_required): issue_refund" in out
     assert "approved by demo-reviewer" in out
     assert "now kills itself with SIGKILL" in out
     assert "the worker died by SIGKILL" in out
     assert "claimed the run after waiting" in out
     assert "✔ the resumed run completed" in out
-    assert "✔ exactly one refund of $249.00" in out
-    assert "✔ exactly one confirmation email" in out
+    # Phase 5: killed inside the refund call, the run waits as outcome unknown and is resolved.
+    assert "returned but is not journaled yet" in out
+    assert "waiting for a human: outcome_unknown" in out
+    assert "resolves the step with its receipt instead of refunding again" in out
+    assert "✔ the resumed run waited for a human instead of calling issue_refund again" in out
+    assert "✔ exactly one refund of $249.00 on A-1002 and one of $12.50 on B-2001" in out
+    assert "✔ exactly one email per refund run" in out
     assert "every check held" in out
     assert "✘" not in out
     assert (tmp_path / "shop.db").exists() and (tmp_path / "bastion.db").exists()

@@ -1,8 +1,9 @@
 """The worker process ``bastion demo`` kills: ``python -m bastion.demo._child``.
 
-Owns: resuming one run in a fresh process with a ``Recorder`` that SIGKILLs this process right
-after ``issue_refund`` finishes, when the next step's start is journaled. Nothing is cleaned up:
-the lease stays on the run until it expires, as after a real crash.
+Owns: executing one run in a fresh process with a ``Recorder`` that SIGKILLs this process
+``--kill after`` issue_refund (when the next step's start is journaled) or ``--kill during`` it
+(the refund is made, its result not yet journaled). Nothing is cleaned up: the lease stays on
+the run until it expires, as after a real crash.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from bastion.demo.shop import Shop
 
 async def _main(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
-    recorder = Recorder(
-        Shop(directory / "shop.db"), process="killed worker", kill_after="issue_refund"
-    )
+    recorder = Recorder(Shop(directory / "shop.db"), process="killed worker", kill=args.kill)
     demo = build_demo(
         directory, model=args.model, config=args.config, env=os.environ, observer=recorder
     )
@@ -39,6 +38,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--model", default=None)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--kill", choices=["after", "during"], default="after")
     args = parser.parse_args(argv)
     try:
         return asyncio.run(_main(args))

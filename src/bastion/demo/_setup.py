@@ -3,7 +3,7 @@
 Owns: the demo settings (a SQLite store in the demo directory, a short lease so a dead worker's
 run is claimable again within seconds, the model: the script or a real one), and ``Recorder``,
 the step observer that logs every model and tool execution into the shop (with its process) and,
-in the crashing worker, kills that process with SIGKILL at a chosen journal point.
+in the crashing worker, kills that process with SIGKILL at a chosen point.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bastion.app import Bastion
 from bastion.config import Settings, WorkerSettings
@@ -82,20 +83,28 @@ def build_demo(
     return Demo(bastion=bastion, shop=shop, script=script)
 
 
+#: Where the crashing worker dies: "after" issue_refund finished (its result is journaled),
+#: at the start of the next step; or "during" it, once the payment API has accepted the refund
+#: but before its result is journaled.
+KillPoint = Literal["after", "during"]
+KILLED_TOOL = "issue_refund"
+
+
 class Recorder:
     """Logs each model and tool execution (not the replayed ones: the journal answers those
-    without calling the observer) and optionally dies right after a step named ``kill_after``
-    has finished, at the start of the next step."""
+    without calling the observer) and, given a ``kill`` point, SIGKILLs this process there."""
 
-    def __init__(self, shop: Shop, *, process: str, kill_after: str | None = None) -> None:
+    def __init__(self, shop: Shop, *, process: str, kill: KillPoint | None = None) -> None:
         self._shop = shop
         #: Who is executing, as logged; the driver renames itself between phases.
         self.process = process
-        self._kill_after = kill_after
+        self._kill = kill
         self._armed = False
 
     def __call__(self, point: str, step: Step) -> None:
-        if point == "finishing" and step.kind in (StepKind.MODEL, StepKind.TOOL):
+        # A tool step a human resolved or rejected finishes without running the tool.
+        answered = step.decision is not None and step.decision.kind in ("resolve", "reject")
+        if point == "finishing" and step.kind in (StepKind.MODEL, StepKind.TOOL) and not answered:
             self._shop.log_execution(
                 process=self.process,
                 run_id=step.run_id,
@@ -103,12 +112,15 @@ class Recorder:
                 kind=step.kind.value,
                 name=step.name,
             )
-        if point == "finished" and step.kind is StepKind.TOOL and step.name == self._kill_after:
+        killed_tool = step.kind is StepKind.TOOL and step.name == KILLED_TOOL
+        if self._kill == "during" and point == "finishing" and killed_tool:
+            _die(f"{KILLED_TOOL} (step {step.step_no}) returned but is not journaled yet")
+        elif self._kill == "after" and point == "finished" and killed_tool:
             self._armed = True
-        elif point == "started" and self._armed:
-            print(
-                f"step {step.step_no} ({step.kind.value}) is journaled as started; "
-                f"pid {os.getpid()} now kills itself with SIGKILL",
-                flush=True,
-            )
-            os.kill(os.getpid(), signal.SIGKILL)
+        elif self._armed and point == "started":
+            _die(f"step {step.step_no} ({step.kind.value}) is journaled as started")
+
+
+def _die(where: str) -> None:
+    print(f"{where}; pid {os.getpid()} now kills itself with SIGKILL", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)

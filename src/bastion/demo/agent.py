@@ -33,6 +33,16 @@ REFUND_REQUEST = (
     "Order A-1002 arrived broken (the grinder's hopper is cracked). Please refund the full "
     "amount and confirm to the customer by email."
 )
+PARTIAL_REFUND_REQUEST = (
+    "Order B-2001 came without its filter pack. Please refund $12.50 for it and let the "
+    "customer know by email."
+)
+
+#: The script's refunds: order, amount (None: all that is left) and reason, per request.
+_REFUNDS: dict[str, tuple[str, float | None, str]] = {
+    REFUND_REQUEST: ("A-1002", None, "arrived broken"),
+    PARTIAL_REFUND_REQUEST: ("B-2001", 12.50, "filter pack missing"),
+}
 
 
 def build_agent(tools: list[Tool], *, model: str = "default") -> Agent:
@@ -59,32 +69,34 @@ def _results(request: ModelRequest) -> list[tuple[str, Any]]:
 
 
 def shop_script(request: ModelRequest) -> ModelResponse:
-    """What a well-behaved model would answer next in either demo conversation."""
+    """What a well-behaved model would answer next in each demo conversation."""
     first = next((m.content or "" for m in request.messages if m.role == "user"), "")
     results = _results(request)
     n = len(results) + 1
     last_name, last = results[-1] if results else ("", None)
-    if "Where are my orders" in first:
+    if first == STATUS_QUESTION:
         if not results:
             return reply(None, call("search_orders", {"email": "dana@example.com"}, id=f"c{n}"))
         orders = last if isinstance(last, list) else []
         lines = [f"{o['order_id']}: {o['status']} ({o['items']})" for o in orders]
         return reply("You have these orders: " + "; ".join(lines) + ".")
+    order_id, amount, reason = _REFUNDS[first]
     if not results:
-        return reply(None, call("lookup_order", {"order_id": "A-1002"}, id=f"c{n}"))
+        return reply(None, call("lookup_order", {"order_id": order_id}, id=f"c{n}"))
     if last_name == "lookup_order" and isinstance(last, dict):
-        amount = round(float(last["total"]) - float(last["refunded"]), 2)
-        arguments = {"order_id": last["order_id"], "amount": amount, "reason": "arrived broken"}
+        left = round(float(last["total"]) - float(last["refunded"]), 2)
+        arguments = {"order_id": order_id, "amount": amount or left, "reason": reason}
         return reply(None, call("issue_refund", arguments, id=f"c{n}"))
     if last_name == "issue_refund" and isinstance(last, dict):
         order = next(v for name, v in results if name == "lookup_order")
         body = (
             f"Dear {order['customer']}, we refunded ${last['amount']:.2f} for order "
-            f"{last['order_id']} (refund {last['refund_id']}). Sorry about the grinder!"
+            f"{order_id} ({reason}; refund {last['refund_id']}). Sorry for the trouble!"
         )
-        subject = f"Your refund for order {last['order_id']}"
+        subject = f"Your refund for order {order_id}"
         arguments = {"to": order["email"], "subject": subject, "body": body}
         return reply(None, call("send_email", arguments, id=f"c{n}"))
     if last_name == "send_email" and isinstance(last, dict):
-        return reply(f"Refunded order A-1002 in full and emailed {last['to']}.")
+        refund = next(v for name, v in results if name == "issue_refund")
+        return reply(f"Refunded ${refund['amount']:.2f} on {order_id} and emailed {last['to']}.")
     return reply(f"I could not finish: {last}")

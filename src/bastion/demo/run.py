@@ -1,14 +1,19 @@
-"""The driver of ``bastion demo``: four phases, each followed by the run's step timeline.
+"""The driver of ``bastion demo``: five phases, each followed by the run's step timeline.
 
 1. a question answered with a read tool (a completed run);
 2. a refund above the approval threshold: the run waits, and "demo-reviewer" approves it;
-3. a worker process resumes the run, issues the refund and is killed with SIGKILL right after;
-4. once the dead worker's lease expires a fresh worker resumes the run from its journal.
+3. a worker process takes the run over, issues the refund, and is killed with SIGKILL right
+   after, as the next step starts;
+4. once the dead worker's lease expires, a fresh worker resumes the run from its journal: the
+   steps the dead worker finished (the refund among them) are not executed again;
+5. a worker is killed *inside* a refund call (the payment API took it; the journal has no
+   result): the resumed run waits as "outcome unknown" instead of refunding twice, and
+   "demo-operator" resolves it with the receipt the payment API holds under the step's key.
 
-Owns: the phases and the demo's own invariants (each refund and each email exactly once, no
+Owns: the phases and the demo's own invariants (each refund and email exactly once, no
 journaled step executed twice, every run where it should be). With the scripted model every
 expectation is checked; with a real model only the safety invariants fail the demo, since a
-real model may choose another path. Returns whether everything held.
+real model may choose another path. ``run_demo`` returns whether everything held.
 """
 
 from __future__ import annotations
@@ -19,52 +24,39 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from bastion.app import Bastion
 from bastion.cli._render import render_run
 from bastion.core.records import Run, RunStatus, StepStatus, WaitReason
-from bastion.demo._setup import LEASE_SECONDS, SCRIPTED, Demo, Recorder, build_demo, is_scripted
-from bastion.demo.agent import AGENT_NAME, REFUND_REQUEST, STATUS_QUESTION
+from bastion.demo._report import Checks, summary
+from bastion.demo._setup import (
+    LEASE_SECONDS,
+    SCRIPTED,
+    KillPoint,
+    Recorder,
+    build_demo,
+    is_scripted,
+)
+from bastion.demo.agent import AGENT_NAME, PARTIAL_REFUND_REQUEST, REFUND_REQUEST, STATUS_QUESTION
 from bastion.demo.shop import Shop
 from bastion.demo.tools import APPROVAL_THRESHOLD
 
 REVIEWER = "demo-reviewer"
+OPERATOR = "demo-operator"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DemoOptions:
     directory: Path | None = None
-    #: "provider:model"; None plays the script.
+    #: "provider:model" or a route name; None plays the script.
     model: str | None = None
     #: A bastion.yaml whose ``models`` section (providers, routes, retry) the demo uses.
     config: str | None = None
-
-
-class Checks:
-    """The demo's invariants: printed as they are checked, remembered when they fail."""
-
-    def __init__(self, out: Console, *, strict: bool) -> None:
-        self._out = out
-        self._strict = strict
-        self.failed: list[str] = []
-
-    def expect(self, ok: bool, what: str, *, safety: bool = False) -> bool:
-        if ok:
-            self._out.print(Text.assemble(("  ✔ ", "green"), what))
-        elif safety or self._strict:
-            self._out.print(Text(f"  ✘ {what}", style="red"))
-            self.failed.append(what)
-        else:
-            self._out.print(
-                Text(f"  ~ not this time: {what} (the model chose otherwise)", style="yellow")
-            )
-        return ok
 
 
 def run_demo(options: DemoOptions, *, env: Mapping[str, str], out: Console) -> bool:
@@ -93,14 +85,24 @@ async def _demo(
     out.print(Text.assemble(("Bastion demo", "bold"), f": agent {AGENT_NAME!r} on {model}"))
     out.print(f"data in {directory} (bastion.db: the journal; shop.db: the shop)")
     async with demo.bastion as bastion:
-        question = await _phase_question(bastion, checks, out)
-        run = await _phase_approval(bastion, shop, checks, out)
-        crashed: set[int] | None = None
-        if run.status is RunStatus.PENDING:
-            crashed = await _phase_crash(bastion, run, directory, options, env, checks, out)
-            recorder.process = "fresh worker"
-            run = await _phase_resume(bastion, run, checks, out)
-        await _summary(bastion, demo, question, run, crashed, checks, out)
+        driver = _Driver(
+            bastion=bastion,
+            shop=shop,
+            recorder=recorder,
+            checks=checks,
+            out=out,
+            directory=directory,
+            options=options,
+            env=env,
+        )
+        question = await driver.question()
+        approved = await driver.approval()
+        crashed: dict[str, set[int]] = {}
+        if approved.status is RunStatus.PENDING:
+            crashed[approved.id] = await driver.crash(approved, "after", _PHASE_3)
+            approved = await driver.resume(approved, _PHASE_4)
+        unknown = await driver.outcome_unknown(crashed)
+        await summary(bastion, shop, [question], [approved, unknown], crashed, checks, out)
     if checks.failed:
         out.print(f"demo failed: {len(checks.failed)} check(s) did not hold", style="red bold")
         return False
@@ -108,191 +110,177 @@ async def _demo(
     return True
 
 
-async def _show(bastion: Bastion, run_id: str, out: Console) -> Run:
-    run = await bastion.get_run(run_id)
-    render_run(out, run, await bastion.steps(run_id))
-    return run
+_PHASE_3 = "3. A worker process takes the run over and is killed (SIGKILL) after the refund"
+_PHASE_4 = "4. A fresh worker resumes the run from its journal"
+_PHASE_5 = "5. A worker is killed inside a refund call: the outcome is unknown"
 
 
-def _phase(out: Console, title: str) -> None:
-    out.print()
-    out.rule(Text(title, style="bold"), align="left")
+@dataclass(kw_only=True)
+class _Driver:
+    bastion: Bastion
+    shop: Shop
+    recorder: Recorder
+    checks: Checks
+    out: Console
+    directory: Path
+    options: DemoOptions
+    env: Mapping[str, str]
+    #: Every human wait the demo answered, as (run id, reason).
+    waits: list[tuple[str, WaitReason]] = field(default_factory=list)
 
+    def phase(self, title: str) -> None:
+        self.out.print()
+        self.out.rule(Text(title, style="bold"), align="left")
 
-async def _phase_question(bastion: Bastion, checks: Checks, out: Console) -> Run:
-    _phase(out, "1. A question the agent answers with a read-only tool")
-    out.print(f"customer: {STATUS_QUESTION}")
-    run = await bastion.run(AGENT_NAME, STATUS_QUESTION)
-    run = await _show(bastion, run.id, out)
-    checks.expect(run.status is RunStatus.COMPLETED, "the run completed")
-    tools = [s.name for s in await bastion.steps(run.id) if s.kind.value == "tool"]
-    checks.expect(tools == ["search_orders"], "it called search_orders once")
-    return run
+    async def show(self, run_id: str) -> Run:
+        run = await self.bastion.get_run(run_id)
+        render_run(self.out, run, await self.bastion.steps(run_id))
+        return run
 
+    async def question(self) -> Run:
+        self.phase("1. A question the agent answers with a read-only tool")
+        self.out.print(f"customer: {STATUS_QUESTION}")
+        run = await self.bastion.run(AGENT_NAME, STATUS_QUESTION)
+        run = await self.show(run.id)
+        self.checks.expect(run.status is RunStatus.COMPLETED, "the run completed")
+        tools = [s.name for s in await self.bastion.steps(run.id) if s.kind.value == "tool"]
+        self.checks.expect(tools == ["search_orders"], "it called search_orders once")
+        return run
 
-async def _phase_approval(bastion: Bastion, shop: Shop, checks: Checks, out: Console) -> Run:
-    _phase(out, f"2. A refund above ${APPROVAL_THRESHOLD:.2f} waits for a human")
-    out.print(f"customer: {REFUND_REQUEST}")
-    run = await bastion.run(AGENT_NAME, REFUND_REQUEST)
-    run = await _show(bastion, run.id, out)
-    waiting = run.status is RunStatus.WAITING_FOR_HUMAN
-    approval = waiting and run.wait_reason is WaitReason.APPROVAL_REQUIRED
-    checks.expect(approval, "the run is waiting for a human to approve the refund")
-    checks.expect(not shop.refunds(), "no money has moved yet", safety=approval)
-    if waiting:
-        step = next(s for s in await bastion.steps(run.id) if s.step_no == run.waiting_step)
-        out.print(
-            f"⏸ run {run.id} is waiting for a human: {step.name} {step.input}", style="yellow"
+    async def approval(self) -> Run:
+        self.phase(f"2. A refund above ${APPROVAL_THRESHOLD:.2f} waits for a human")
+        self.out.print(f"customer: {REFUND_REQUEST}")
+        run = await self.bastion.run(AGENT_NAME, REFUND_REQUEST)
+        run = await self.show(run.id)
+        approval = run.wait_reason is WaitReason.APPROVAL_REQUIRED
+        self.checks.expect(approval, "the run is waiting for a human to approve the refund")
+        self.checks.expect(not self.shop.refunds(), "no money has moved yet", safety=approval)
+        if run.status is RunStatus.WAITING_FOR_HUMAN:
+            run = await self.decide(run)
+        return run
+
+    async def decide(self, run: Run) -> Run:
+        """The demo's humans: a reviewer approves what waits for approval (or anything a real
+        model got stuck on); an operator answers "outcome unknown" from the shop's records."""
+        step = next(s for s in await self.bastion.steps(run.id) if s.step_no == run.waiting_step)
+        reason = run.wait_reason.value if run.wait_reason else "?"
+        if run.wait_reason is not None:
+            self.waits.append((run.id, run.wait_reason))
+        self.out.print(
+            f"⏸ run {run.id} is waiting for a human ({reason}): {step.name} {step.input}",
+            style="yellow",
         )
-        run = await bastion.decide(
-            run.id, "approve", reason="hopper cracked; photo on file", by=REVIEWER
+        if run.wait_reason is not WaitReason.OUTCOME_UNKNOWN:
+            run = await self.bastion.decide(
+                run.id, "approve", reason="hopper cracked; photo on file", by=REVIEWER
+            )
+            self.out.print(
+                f"✔ approved by {REVIEWER}: the run is {run.status.value}", style="green"
+            )
+            return run
+        key = step.idempotency_key
+        self.out.print(f"{OPERATOR} asks the payment API about idempotency key {key}")
+        row = self.shop.refund_by_key(key)
+        if row is None:  # it never happened: running it again is safe
+            run = await self.bastion.decide(run.id, "approve", reason="no such refund", by=OPERATOR)
+            self.out.print(f"✔ no refund under that key: {OPERATOR} lets the step run again")
+            return run
+        receipt = {
+            "refund_id": f"R-{row['id']}",
+            "order_id": row["order_id"],
+            "amount": row["amount"],
+            "idempotency_key": key,
+        }
+        run = await self.bastion.decide(
+            run.id,
+            "resolve",
+            output=receipt,
+            reason=f"the payment API shows refund R-{row['id']} under this key",
+            by=OPERATOR,
         )
-        out.print(f"✔ approved by {REVIEWER}: the run is {run.status.value} again", style="green")
-    return run
-
-
-async def _phase_crash(
-    bastion: Bastion,
-    run: Run,
-    directory: Path,
-    options: DemoOptions,
-    env: Mapping[str, str],
-    checks: Checks,
-    out: Console,
-) -> set[int]:
-    """Returns the steps the journal held as completed when the worker died."""
-    _phase(out, "3. A worker process takes the run over and is killed (SIGKILL) mid-run")
-    args = [
-        sys.executable,
-        "-m",
-        "bastion.demo._child",
-        "--dir",
-        str(directory),
-        "--run-id",
-        run.id,
-    ]
-    if options.model:
-        args += ["--model", options.model]
-    if options.config:
-        args += ["--config", options.config]
-    child = await asyncio.create_subprocess_exec(
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=dict(env),
-    )
-    timeout = 120 if is_scripted(options.model) else 900
-    output, _ = await asyncio.wait_for(child.communicate(), timeout=timeout)
-    for line in output.decode(errors="replace").splitlines():
-        out.print(Text.assemble(("  worker │ ", "dim"), line))
-    killed = child.returncode == -signal.SIGKILL
-    checks.expect(killed, f"the worker died by SIGKILL (exit status {child.returncode})")
-    run = await _show(bastion, run.id, out)
-    steps = await bastion.steps(run.id)
-    done = {s.step_no for s in steps if s.status is StepStatus.COMPLETED}
-    if killed:
-        out.print(
-            "the journal keeps every step the dead worker finished, including the refund; its "
-            f"lease on the run expires {LEASE_SECONDS:.0f}s after its last renewal"
+        self.out.print(
+            f"✔ refund R-{row['id']} exists: {OPERATOR} resolves the step with its receipt "
+            f"instead of refunding again; the run is {run.status.value}",
+            style="green",
         )
-    return done if killed else set()
+        return run
 
+    async def crash(
+        self, run: Run, kill: KillPoint, title: str, *, intro: str | None = None
+    ) -> set[int]:
+        """Execute ``run`` in a worker process that SIGKILLs itself at ``kill``. Returns the
+        steps the journal held as finished when it died."""
+        self.phase(title)
+        if intro:
+            self.out.print(intro)
+        args = [sys.executable, "-m", "bastion.demo._child", "--dir", str(self.directory)]
+        args += ["--run-id", run.id, "--kill", kill]
+        if self.options.model:
+            args += ["--model", self.options.model]
+        if self.options.config:
+            args += ["--config", self.options.config]
+        child = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(self.env),
+        )
+        timeout = 120 if is_scripted(self.options.model) else 900
+        output, _ = await asyncio.wait_for(child.communicate(), timeout=timeout)
+        for line in output.decode(errors="replace").splitlines():
+            self.out.print(Text.assemble(("  worker │ ", "dim"), line))
+        killed = child.returncode == -signal.SIGKILL
+        self.checks.expect(killed, f"the worker died by SIGKILL (exit status {child.returncode})")
+        await self.show(run.id)
+        if killed:
+            self.out.print(
+                "the journal keeps every step the dead worker finished; its lease on the run "
+                f"expires {LEASE_SECONDS:.0f}s after its last renewal"
+            )
+        steps = await self.bastion.steps(run.id)
+        return {s.step_no for s in steps if s.status is not StepStatus.STARTED} if killed else set()
 
-async def _phase_resume(bastion: Bastion, run: Run, checks: Checks, out: Console) -> Run:
-    _phase(out, "4. A fresh worker resumes the run from its journal")
-    worker = bastion.worker(worker_id="demo-resumer")
-    started = time.monotonic()
-    deadline = started + LEASE_SECONDS + 30
-    decisions = 0
-    current = await bastion.get_run(run.id)
-    while time.monotonic() < deadline:
-        if current.status in (RunStatus.PENDING, RunStatus.RUNNING):
-            resumed = await worker.run_once(run.id)
-            if resumed is None:  # still leased by the dead worker
-                await asyncio.sleep(0.2)
-                continue
-            if current.status is RunStatus.RUNNING:
-                waited = time.monotonic() - started
-                out.print(
-                    f"the dead worker's lease expired: {worker.worker_id} claimed the run "
-                    f"after waiting {waited:.1f}s"
-                )
-            current = resumed
-        elif current.status is RunStatus.WAITING_FOR_HUMAN and decisions < 3:
-            # Only a real model gets here: it may need a human more than once.
-            decisions += 1
-            current = await bastion.decide(run.id, "approve", reason="demo", by=REVIEWER)
-        else:
-            break
-    current = await _show(bastion, run.id, out)
-    checks.expect(current.status is RunStatus.COMPLETED, "the resumed run completed")
-    return current
+    async def resume(self, run: Run, title: str | None) -> Run:
+        """Carry ``run`` to its end here: wait out a dead worker's lease, execute, and answer
+        every human wait through ``decide``."""
+        if title:
+            self.phase(title)
+        self.recorder.process = "fresh worker"
+        worker = self.bastion.worker(worker_id="demo-resumer")
+        started = time.monotonic()
+        deadline = started + LEASE_SECONDS + 30
+        decisions = 0
+        current = await self.bastion.get_run(run.id)
+        while time.monotonic() < deadline:
+            if current.status in (RunStatus.PENDING, RunStatus.RUNNING):
+                resumed = await worker.run_once(run.id)
+                if resumed is None:  # still leased by the dead worker
+                    await asyncio.sleep(0.2)
+                    continue
+                if current.status is RunStatus.RUNNING:
+                    self.out.print(
+                        f"the dead worker's lease expired: {worker.worker_id} claimed the run "
+                        f"after waiting {time.monotonic() - started:.1f}s"
+                    )
+                current = resumed
+            elif current.status is RunStatus.WAITING_FOR_HUMAN and decisions < 4:
+                decisions += 1
+                await self.show(run.id)
+                current = await self.decide(current)
+            else:
+                break
+        self.recorder.process = "demo"
+        current = await self.show(run.id)
+        self.checks.expect(current.status is RunStatus.COMPLETED, "the resumed run completed")
+        return current
 
-
-async def _summary(
-    bastion: Bastion,
-    demo: Demo,
-    question: Run,
-    run: Run,
-    crashed: set[int] | None,
-    checks: Checks,
-    out: Console,
-) -> None:
-    _phase(out, "Summary: what ran where, and what the shop saw")
-    shop = demo.shop
-    executions = shop.executions(run.id)
-    by_step: dict[int, list[str]] = {}
-    for e in executions:
-        by_step.setdefault(e.step_no, []).append(f"{e.process} (pid {e.pid})")
-    kinds = {e.step_no: (e.kind, e.name) for e in executions}
-    table = Table(title=f"who executed the refund run's steps ({run.id})", title_justify="left")
-    for column in ("step", "kind", "name", "executed by", "times"):
-        table.add_column(column)
-    for no in sorted(by_step):
-        kind, name = kinds[no]
-        table.add_row(str(no), kind, name, ", ".join(by_step[no]), str(len(by_step[no])))
-    out.print(table)
-    out.print("(steps not listed are approvals and validations: no model or tool call)")
-    calls = {e.process: 0 for e in executions}
-    for e in executions:
-        if e.kind == "model":
-            calls[e.process] = calls.get(e.process, 0) + 1
-    steps = await bastion.steps(run.id)
-    model_steps = sum(1 for s in steps if s.kind.value == "model")
-    per_process = ", ".join(f"{p}: {n}" for p, n in calls.items())
-    out.print(
-        f"model steps in its journal: {model_steps}; model calls made: "
-        f"{sum(calls.values())} ({per_process})"
-    )
-
-    refunds = shop.refunds()
-    emails = shop.outbox()
-    shop_table = Table(title="what the shop saw (shop.db)", title_justify="left")
-    for column in ("table", "row", "idempotency key"):
-        shop_table.add_column(column)
-    for r in refunds:
-        row = f"{r['order_id']} ${r['amount']:.2f} ({r['reason']})"
-        shop_table.add_row("refunds", row, r["idempotency_key"])
-    for m in emails:
-        shop_table.add_row("outbox", f"to {m['recipient']}: {m['subject']}", m["idempotency_key"])
-    out.print(shop_table)
-
-    if crashed is not None:
-        again = {e.step_no for e in executions if e.process == "fresh worker"} & crashed
-        what = "no step the dead worker had journaled as finished was executed again"
-        checks.expect(not again, what, safety=True)
-    keys = [r["idempotency_key"] for r in refunds] + [m["idempotency_key"] for m in emails]
-    checks.expect(len(keys) == len(set(keys)), "no idempotency key was used twice", safety=True)
-    checks.expect(
-        len(refunds) <= 1 and all(r["order_id"] == "A-1002" for r in refunds),
-        "at most one refund, for A-1002",
-        safety=True,
-    )
-    mine = [r for r in refunds if r["idempotency_key"].startswith(f"{run.id}:")]
-    checks.expect(len(mine) == 1 and mine[0]["amount"] == 249.00, "exactly one refund of $249.00")
-    mail = [m for m in emails if m["idempotency_key"].startswith(f"{run.id}:")]
-    checks.expect(len(mail) == 1, "exactly one confirmation email")
-    journaled = [s.step_no for s in steps if s.kind.value in ("model", "tool")]
-    once = all(len(by_step.get(no, [])) == 1 for no in journaled)
-    checks.expect(once, "every model and tool step executed exactly once across both processes")
-    checks.expect(question.status is RunStatus.COMPLETED, "the question's run completed")
+    async def outcome_unknown(self, crashed: dict[str, set[int]]) -> Run:
+        run = await self.bastion.submit(AGENT_NAME, PARTIAL_REFUND_REQUEST)
+        intro = f"customer: {PARTIAL_REFUND_REQUEST}"
+        crashed[run.id] = await self.crash(run, "during", _PHASE_5, intro=intro)
+        run = await self.resume(run, None)
+        self.checks.expect(
+            (run.id, WaitReason.OUTCOME_UNKNOWN) in self.waits,
+            "the resumed run waited for a human instead of calling issue_refund again",
+        )
+        return run
