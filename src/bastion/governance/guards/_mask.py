@@ -7,13 +7,13 @@ or the vault's storage (``_vault``).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bastion.governance.guards._config import MaskStyle
+from bastion.governance.guards._text import IntervalSet
 from bastion.governance.guards._types import Finding
 from bastion.governance.guards._vault import Vault
 
@@ -33,14 +33,6 @@ def _is_word_edge(text: str, i: int) -> bool:
     return i <= 0 or i >= len(text) or not (text[i - 1].isalnum() and text[i].isalnum())
 
 
-def _free(taken: list[tuple[int, int]], start: int, end: int) -> bool:
-    """True if [start, end) overlaps no interval of the sorted, disjoint list ``taken``."""
-    k = bisect.bisect_left(taken, (start, start))
-    if k < len(taken) and taken[k][0] < end:
-        return False
-    return not (k > 0 and taken[k - 1][1] > start)
-
-
 def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
     """Add a finding for every other whole-word occurrence of each detected value.
 
@@ -49,7 +41,9 @@ def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
     import ahocorasick
 
     base = _non_overlapping(findings)
-    taken = [(f.start, f.end) for f in base]
+    taken = IntervalSet()
+    for f in base:
+        taken.add(f.start, f.end)
     automaton = ahocorasick.Automaton()
     for f in base:
         value = text[f.start : f.end]
@@ -61,9 +55,9 @@ def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
     extra: list[Finding] = []
     for end_idx, (length, f) in automaton.iter_long(text):
         i, j = end_idx - length + 1, end_idx + 1
-        if not (_is_word_edge(text, i) and _is_word_edge(text, j) and _free(taken, i, j)):
+        if not (_is_word_edge(text, i) and _is_word_edge(text, j) and taken.free(i, j)):
             continue
-        bisect.insort(taken, (i, j))
+        taken.add(i, j)
         extra.append(
             Finding(
                 start=i,

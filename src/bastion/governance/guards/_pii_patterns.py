@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import phonenumbers
 
@@ -219,6 +220,23 @@ NOT_PHONE_CONTEXT = _words(
 _DATE_LIKE = re.compile(r"^\d{4}[\-./]\d{1,2}[\-./]\d{1,2}$|^\d{1,2}[\-./]\d{1,2}[\-./]\d{2,4}$")
 
 
+_DIGIT_GROUPS = re.compile(r"\d{1,15}")
+
+
+@lru_cache(maxsize=8192)
+def _possible_phone(cand: str, regions: tuple[str, ...]) -> bool:
+    """phonenumbers' length rules for any of the regions (cached: parsing is the slow part)."""
+    try:
+        if cand.startswith("+"):
+            return bool(phonenumbers.is_possible_number(phonenumbers.parse(cand, None)))
+        for region in regions:
+            if phonenumbers.is_possible_number(phonenumbers.parse(cand, region)):
+                return True
+    except phonenumbers.NumberParseException:
+        return False
+    return False
+
+
 def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
     out = []
     regions = tuple(regions)
@@ -232,18 +250,9 @@ def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
             continue  # a bare run of digits is an id unless someone calls it a number
         if _context(text, m.start(), NOT_PHONE_CONTEXT, 20):
             continue
-        possible = False
-        try:
-            if cand.startswith("+"):
-                possible = phonenumbers.is_possible_number(phonenumbers.parse(cand, None))
-            else:
-                for region in regions:
-                    if phonenumbers.is_possible_number(phonenumbers.parse(cand, region)):
-                        possible = True
-                        break
-        except phonenumbers.NumberParseException:
-            possible = False
-        if not possible:
+        if max(len(g) for g in _DIGIT_GROUPS.findall(cand)) < 3:
+            continue  # "1 2 3 4 5 6 7" is a list of numbers, not a phone number
+        if not _possible_phone(cand, regions):
             continue
         score = 0.45 + (0.15 if has_format else 0.0) + (0.15 if cand.startswith("+") else 0.0)
         if _context(text, m.start(), PHONE_CONTEXT, 50):

@@ -1,7 +1,8 @@
 """Backtracking-hazard check for regexes supplied in configuration (custom PII patterns).
 
-Owns one rule: a pattern may not put an unbounded repeat inside another repeat (``(a+)+``,
-``(\\w*x)*``), the shape behind catastrophic backtracking in Python's ``re``. Our own built-in
+Owns two rules: a pattern may not put a repeat inside an unbounded repeat (``(a+)+``,
+``(\\w*x)*``), nor alternatives that can match the same text (``(x|xx)+``), the shapes behind
+catastrophic backtracking in Python's ``re``. Our own built-in
 patterns follow the same rule and a test runs them through this check. Does not own matching.
 """
 
@@ -38,12 +39,25 @@ def _walk(items: Any, inside_unbounded: bool) -> None:
         elif name == "SUBPATTERN":
             _walk(arg[-1], inside_unbounded)
         elif name == "BRANCH":
+            if inside_unbounded and not _distinct_first_literals(arg[1]):
+                # (x|xx)+ : alternatives that can match the same text, repeated, backtrack
+                # exponentially; alternatives that start with different literals cannot.
+                raise UnsafePattern("overlapping alternatives inside a repetition")
             for branch in arg[1]:
                 _walk(branch, inside_unbounded)
         elif name in {"ASSERT", "ASSERT_NOT"}:
             _walk(arg[1], inside_unbounded)
         elif name == "GROUPREF":
             raise UnsafePattern("back-references are not allowed (they are not linear-time)")
+
+
+def _distinct_first_literals(branches: Any) -> bool:
+    firsts = []
+    for branch in branches:
+        if not branch or str(branch[0][0]) != "LITERAL":
+            return False
+        firsts.append(branch[0][1])
+    return len(firsts) == len(set(firsts))
 
 
 def _has_repeat(items: Any) -> bool:

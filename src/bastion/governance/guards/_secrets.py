@@ -73,11 +73,14 @@ _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY(?: BLOC
 _JWT = re.compile(
     r"(?<![\w\-])eyJ[A-Za-z0-9_\-]{5,2000}\.eyJ[A-Za-z0-9_\-]{5,8000}\.[A-Za-z0-9_\-]{10,2000}"
 )
+# Starts at the secret-sounding word (a literal alternation fails fast); the rest of the name
+# before it is recovered in code, so no repeat precedes the alternation.
 _ASSIGN = re.compile(
-    r"(?i)(?<![a-z0-9])([a-z0-9_.\-]{0,30}(?:secret|token|passwd|password|pwd|api[_\-]?key|apikey"
-    r"|access[_\-]?key|private[_\-]?key|auth[_\-]?key|credential|client[_\-]?secret|signing[_\-]?key)"
-    r"[a-z0-9_]{0,20})['\"]?\s{0,3}(?::=|=>|==|[:=])\s{0,3}(?:[bru]?['\"`])?([^\s'\"`,;)}\]]{8,256})"
+    r"(?i)(?:secret|token|passwd|password|pwd|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key"
+    r"|auth[_\-]?key|credential|client[_\-]?secret|signing[_\-]?key)"
+    r"[a-z0-9_]{0,20}['\"]?\s{0,3}(?::=|=>|==|[:=])\s{0,3}(?:[bru]?['\"`])?([^\s'\"`,;)}\]]{8,256})"
 )
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _PLACEHOLDER_VALUES = re.compile(
     r"(?i)^(?:\$\{?|%\(|\{\{|<|os\.|process\.env|env\(|getenv|none|null|true|false|"
     r"x{6,}|\*{4,}|changeme|password|secret|example|your[_\-]|redacted|dummy|test)"
@@ -149,12 +152,15 @@ class SecretGuard:
             if _jwt_valid(m.group()):
                 out.append(_finding(m.start(), m.end(), "JWT", 0.9, "jwt_structure"))
         for m in _ASSIGN.finditer(text):
-            name, value = m.group(1).lower(), m.group(2)
+            begin = m.start()
+            while begin > 0 and m.start() - begin < 30 and text[begin - 1] in _NAME_CHARS:
+                begin -= 1
+            name, value = text[begin : m.start(1)].lower(), m.group(1)
             if _PLACEHOLDER_VALUES.match(value):
                 continue
             entropy = shannon_entropy(value)
             is_password = "pass" in name or "pwd" in name
             if entropy >= self.config.entropy_threshold or (is_password and entropy >= 2.5):
                 score = 0.8 if entropy >= self.config.entropy_threshold + 0.5 else 0.7
-                out.append(_finding(m.start(2), m.end(2), "SECRET_ASSIGNMENT", score, "entropy"))
+                out.append(_finding(m.start(1), m.end(1), "SECRET_ASSIGNMENT", score, "entropy"))
         return resolve_overlaps(out, {"PRIVATE_KEY": 3, "SECRET_ASSIGNMENT": 0})

@@ -6,6 +6,7 @@ and how findings from overlapping chunks are stitched back together. Does not ow
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
 
 from bastion.governance.guards._types import Finding
@@ -95,15 +96,34 @@ def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
     return merged
 
 
+class IntervalSet:
+    """Disjoint half-open intervals kept sorted; overlap checks are O(log n)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, int]] = []
+
+    def free(self, start: int, end: int) -> bool:
+        items = self._items
+        k = bisect.bisect_left(items, (start, start))
+        if k < len(items) and items[k][0] < end:
+            return False
+        return not (k > 0 and items[k - 1][1] > start)
+
+    def add(self, start: int, end: int) -> None:
+        bisect.insort(self._items, (start, end))
+
+
 def resolve_overlaps(findings: list[Finding], priority: dict[str, int]) -> list[Finding]:
     """Keep a set of non-overlapping findings: higher priority, then higher score, then longer."""
     ranked = sorted(
         findings,
         key=lambda f: (-priority.get(f.type, 0), -f.score, -(f.end - f.start), f.start),
     )
+    taken = IntervalSet()
     kept: list[Finding] = []
     for f in ranked:
-        if not any(f.overlaps(k) for k in kept):
+        if f.end > f.start and taken.free(f.start, f.end):
+            taken.add(f.start, f.end)
             kept.append(f)
     kept.sort(key=lambda f: (f.start, f.end))
     return kept
