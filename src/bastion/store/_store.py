@@ -227,10 +227,6 @@ class Store:
         values = codec.changes_to_row(changes)
         values["version"] = expected_version + 1
         values["updated_at"] = time.time()
-        guard = and_(runs.c.id == run_id, runs.c.version == expected_version)
-        if owner is not None:
-            guard = and_(guard, runs.c.lease_owner == owner)
-
         if self._writer is not None and archive_from is None and dead_letter_error is None:
             # The common case, on the writer's own connection: same guard, same transaction.
             write = Write(
@@ -244,6 +240,9 @@ class Store:
             if lost is not None:
                 raise lost.error(run_id, expected_version, owner)
             return expected_version + 1
+        guard = and_(runs.c.id == run_id, runs.c.version == expected_version)
+        if owner is not None:
+            guard = and_(guard, runs.c.lease_owner == owner)
 
         async def op() -> int:
             async with self._write() as conn:
