@@ -3,7 +3,8 @@
 Owns: executing ``Store.commit``'s common case (run changes and step upserts, nothing else) with
 the fewest round trips: on SQLite one hop to a dedicated writer thread that holds its own
 ``sqlite3`` connection and runs ``BEGIN IMMEDIATE; UPDATE; INSERT ... ON CONFLICT; COMMIT``; on
-PostgreSQL one ``asyncpg`` transaction on a connection kept open between commits (no pool
+PostgreSQL one statement (the guarded ``UPDATE`` and the step upsert joined in a CTE, so one
+round trip and one implicit transaction) on a connection kept open between commits (no pool
 checkout or ping per commit; server-side prepared statements). The SQL text is built once per
 shape of update and cached. The guarantees are the store's: the run update is guarded by
 ``version`` (and the lease owner when given), and the steps are written in the same transaction
@@ -30,7 +31,7 @@ from bastion.core.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bastion.store._schema import STEP_COLUMNS
+from bastion.store._schema import STEP_COLUMNS, steps
 
 _LOCK_RETRIES = 8
 STEP_KEY = ("run_id", "step_no")
@@ -93,6 +94,34 @@ class _Sql:
             self._updates[key] = sql
         return sql
 
+    def update_run_with_steps(self, columns: tuple[str, ...], guarded_by_owner: bool) -> str:
+        """PostgreSQL: the guarded run update and the step upsert as ONE statement (one round
+        trip, one implicit transaction). Steps are inserted only if the guard matched; the
+        statement returns how many run rows it updated. Step columns arrive as typed arrays."""
+        key = (("+steps", *columns), guarded_by_owner)
+        sql = self._updates.get(key)
+        if sql is None:
+            first = len(columns) + (3 if guarded_by_owner else 2)
+            arrays = ", ".join(
+                f"{self._p(first + i)}::{_pg_type(c)}[]" for i, c in enumerate(_STEP_ALL)
+            )
+            sets = ", ".join(f"{c} = excluded.{c}" for c in _STEP_UPDATE)
+            sql = (
+                f"WITH u AS ({self.update_run(columns, guarded_by_owner)} RETURNING 1), "
+                f"s AS (INSERT INTO steps ({', '.join(_STEP_ALL)}) "
+                f"SELECT * FROM unnest({arrays}) WHERE EXISTS (SELECT 1 FROM u) "
+                f"ON CONFLICT (run_id, step_no) DO UPDATE SET {sets}) "
+                "SELECT count(*) FROM u"
+            )
+            self._updates[key] = sql
+        return sql
+
+
+def _pg_type(column: str) -> str:
+    """The PostgreSQL array element type for a step column, from the table definition."""
+    name = type(steps.c[column].type).__name__
+    return {"Integer": "int4", "BigInteger": "int8", "Float": "float8"}.get(name, "text")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Write:
@@ -114,6 +143,12 @@ class Write:
 
     def step_params(self) -> list[tuple[Any, ...]]:
         return [tuple(row[c] for c in _STEP_ALL) for row in self.step_rows]
+
+    def step_arrays(self) -> list[list[Any]]:
+        """One array per step column (for ``unnest``); a step listed twice keeps its last
+        version, as consecutive upserts would (one statement may not update a row twice)."""
+        last = {(row["run_id"], row["step_no"]): row for row in self.step_rows}
+        return [[row[c] for row in last.values()] for c in _STEP_ALL]
 
 
 class SqliteWriter:
@@ -237,19 +272,21 @@ class PostgresWriter:
                 self._release(conn, healthy)
 
     async def _commit(self, conn: Any, write: Write) -> Lost | None:
+        """One statement in autocommit mode: atomic, and durable when it returns."""
         columns, params = write.update_params()
-        async with conn.transaction():
-            status = await conn.execute(
-                self._sql.update_run(columns, write.owner is not None), *params
-            )
-            if status != "UPDATE 1":
-                row = await conn.fetchrow(self._sql.lost, write.run_id)
-                if row is None:
-                    return Lost(found=False)
-                return Lost(found=True, version=row[0], lease_owner=row[1])
-            if write.step_rows:
-                await conn.executemany(self._sql.upsert_steps, write.step_params())
-        return None
+        guarded = write.owner is not None
+        if write.step_rows:
+            sql = self._sql.update_run_with_steps(columns, guarded)
+            updated = await conn.fetchval(sql, *params, *write.step_arrays())
+        else:
+            status = await conn.execute(self._sql.update_run(columns, guarded), *params)
+            updated = 1 if status == "UPDATE 1" else 0
+        if updated == 1:
+            return None
+        row = await conn.fetchrow(self._sql.lost, write.run_id)
+        if row is None:
+            return Lost(found=False)
+        return Lost(found=True, version=row[0], lease_owner=row[1])
 
     async def close(self) -> None:
         import asyncpg
