@@ -208,6 +208,31 @@ CASES: list[Case] = [
         "e = ctypes.get_errno()\nprint('ESCAPED' if e != 1 else 'refused')  # EPERM = filtered\n",
     ),
     Case(
+        "sysv_shared_memory",
+        # Segments outlive their process and escape RLIMIT_AS: creating one is the escape.
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "shm = libc.shmget(0, 1 << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600\n"
+        "if shm >= 0:\n    libc.shmctl(shm, 0, None); print('ESCAPED')  # IPC_RMID\n"
+        "else: print('refused', ctypes.get_errno())\n",
+        says="refused 1",
+    ),
+    Case(
+        "memfd_memory",
+        "import os\n"
+        "try: fd = os.memfd_create('x'); os.write(fd, b'x' * 4096); print('ESCAPED')\n"
+        "except OSError as e: print(type(e).__name__)\n",
+        says="PermissionError",
+    ),
+    Case(
+        "execute_written_binary",
+        "import os, sys\n"
+        "open('py', 'wb').write(open(os.path.realpath(sys.executable), 'rb').read())\n"
+        "os.chmod('py', 0o755)\n"
+        "try: os.execv('./py', ['py', '-c', 'print(\"ESCAPED\")'])\n"
+        "except OSError as e: print(type(e).__name__)\n",
+        says="PermissionError",
+    ),
+    Case(
         "infinite_loop",
         "import time\nt = time.time()\nwhile time.time() - t < 3: pass\nprint('ESCAPED')\n",
         limits=Limits(wall_seconds=1.0, cpu_seconds=30),

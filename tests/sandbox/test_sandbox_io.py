@@ -151,3 +151,30 @@ async def test_pandas_analysis(sandbox: NamespaceSandbox) -> None:
         "damaged,2,15.5",
         "late,1,4.5",
     ]
+
+
+@pytest.mark.parametrize("pattern", ["/etc/*", "../*", "a/../../*", ""])
+async def test_output_patterns_must_stay_in_the_workdir(
+    sandbox: NamespaceSandbox, pattern: str
+) -> None:
+    with pytest.raises(UserError):
+        await sandbox.execute("print(1)", outputs=[pattern])
+
+
+async def test_outputs_through_a_symlinked_directory_are_refused(sandbox: NamespaceSandbox) -> None:
+    code = "import os\nos.symlink('/usr/lib', 'lib')\n"
+    r = await sandbox.execute(code, outputs=["lib/*.so*"])
+    assert r.files == {}
+
+
+async def test_inputs_larger_than_the_workdir_are_refused(sandbox: NamespaceSandbox) -> None:
+    with pytest.raises(UserError):
+        await sandbox.execute(
+            "print(1)", files={"big.bin": b"x" * (2 * 2**20)}, limits=Limits(disk_bytes=2**20)
+        )
+    with pytest.raises(UserError):  # fits in bytes, not in inodes
+        await sandbox.execute(
+            "print(1)", files={f"f{i}": b"" for i in range(40)}, limits=Limits(max_files=16)
+        )
+    after = await sandbox.execute("print('fine')")
+    assert after.ok

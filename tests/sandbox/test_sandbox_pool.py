@@ -99,3 +99,27 @@ def test_fails_closed_without_user_namespaces() -> None:
     assert "RAN" not in proc.stdout, proc
     assert "REFUSED user_namespace sandbox_unsupported" in proc.stdout, proc
     assert "unprivileged_userns_clone" in proc.stdout
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+async def test_supervisor_lost_is_reported(sandbox: NamespaceSandbox) -> None:
+    """If the sandbox's supervisor dies under the code (here: killed from the host), the
+    execution is reported as sandbox_lost, not as the code's failure."""
+    async with asyncio.timeout(30):
+        await sandbox.wait_warm()
+    victim = sandbox._ready[0]
+    outer = victim.proc.pid
+
+    async def kill_supervisor() -> None:
+        await asyncio.sleep(0.3)
+        for pid in _children(outer):
+            os.kill(pid, signal.SIGKILL)
+
+    killer = asyncio.create_task(kill_supervisor())
+    r = await sandbox.execute("import time\ntime.sleep(5)\n", limits=Limits(wall_seconds=10))
+    await killer
+    assert r.killed_reason == "sandbox_lost" and r.exit_status is None

@@ -294,7 +294,7 @@ def _setup_filesystem(cfg: dict[str, Any], sources: dict[str, int]) -> None:
         "tmpfs",
         NEW_ROOT + "/work",
         "tmpfs",
-        MS_NOSUID | MS_NODEV,
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
         f"size={work['bytes']},nr_inodes={work['inodes']},mode=0700",
     )
     os.symlink("/work", NEW_ROOT + "/tmp")
@@ -375,7 +375,8 @@ def _landlock(mode: str) -> int:
     )
     read = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
     dev = (LL_READ_FILE | LL_WRITE_FILE) | (fs & (LL_TRUNCATE | LL_IOCTL_DEV))
-    for path, access in [("/", read), ("/work", fs)] + [(f"/dev/{n}", dev) for n in DEV_NODES]:
+    work = fs & ~LL_EXECUTE  # nothing written by the code is executed as a program
+    for path, access in [("/", read), ("/work", work)] + [(f"/dev/{n}", dev) for n in DEV_NODES]:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         rule = ctypes.create_string_buffer(struct.pack("<Qi", access, fd), 12)
         rc = int(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, 1, rule, 0))
@@ -472,6 +473,9 @@ def _collect_outputs(patterns: list[str], max_bytes: int) -> tuple[dict[str, str
             if path in found or path in skipped:
                 continue
             full = os.path.join("/work", path)
+            if not os.path.realpath(full).startswith("/work/"):
+                skipped[path] = "outside the working directory"
+                continue
             try:
                 # O_NOFOLLOW + fstat: a symlink or a fifo planted by the code is refused.
                 fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

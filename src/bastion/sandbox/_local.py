@@ -31,9 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bastion.core.errors import UserError
 from bastion.sandbox._errors import SandboxCrashed, SandboxUnsupported
 from bastion.sandbox._seccomp import seccomp_program
-from bastion.sandbox._types import ExecResult, KilledReason, Limits, ResourceUsage, Timing
+from bastion.sandbox._types import (
+    ExecResult,
+    KilledReason,
+    Limits,
+    ResourceUsage,
+    Timing,
+    check_output_pattern,
+)
 from bastion.sandbox._types import check_input_name as _check_name
 
 CHILD_SCRIPT = str(Path(__file__).with_name("_child.py"))
@@ -133,11 +143,36 @@ def build_view(opts: NamespaceOptions) -> dict[str, Any]:
     return {"binds": binds, "symlinks": symlinks, "site_dirs": site_dst}
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+_MAX_FRAME = 64 * 2**20  # above any result the limits allow; a bigger header means corruption
+
+
+async def _read_frame(reader: asyncio.StreamReader, limit: int = _MAX_FRAME) -> dict[str, Any]:
     head = await reader.readexactly(4)
-    body = await reader.readexactly(struct.unpack(">I", head)[0])
-    frame: dict[str, Any] = json.loads(body)
+    size = struct.unpack(">I", head)[0]
+    if size > limit:
+        raise SandboxCrashed(f"The sandbox sent a {size}-byte frame (limit {limit}).")
+    try:
+        frame = json.loads(await reader.readexactly(size))
+    except ValueError as exc:
+        raise SandboxCrashed(f"The sandbox sent a malformed frame: {exc}") from exc
+    if not isinstance(frame, dict):
+        raise SandboxCrashed("The sandbox sent a frame that is not an object.")
     return frame
+
+
+class _ResultFrame(BaseModel):
+    """The supervisor's report, validated: the worker trusts no shape it did not check."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event: Literal["result"]
+    exit_status: int
+    reason: KilledReason | None = None
+    cpu_user: float
+    cpu_system: float
+    max_rss_kb: int
+    files: dict[str, str]
+    skipped: dict[str, str]
 
 
 def _frame(obj: Mapping[str, Any]) -> bytes:
@@ -374,11 +409,17 @@ class NamespaceSandbox:
             raise SandboxCrashed("This sandbox has been closed.")
         limits = limits or self._opts.default_limits
         payload = {_check_name(name): bytes(data) for name, data in (files or {}).items()}
+        patterns = [check_output_pattern(p) for p in outputs]
+        if sum(len(d) for d in payload.values()) > limits.disk_bytes:
+            raise UserError(
+                "The input files are larger than the sandbox's working directory.",
+                hint="Send smaller files or raise Limits.disk_bytes.",
+            )
         t_setup = time.perf_counter()
         proc, warm = await self._acquire(limits)
         setup = time.perf_counter() - t_setup if not warm else 0.0
         try:
-            return await self._run(proc, code, payload, list(outputs), limits, warm, setup)
+            return await self._run(proc, code, payload, patterns, limits, warm, setup)
         finally:
             # Used once: it is killed in _run; reaping and refilling happen after we answer.
             proc.kill()
@@ -445,23 +486,30 @@ class NamespaceSandbox:
             for t in tasks:
                 t.cancel()
         if msg is not None and msg.get("event") == "error":
+            if msg.get("layer") == "inputs":
+                raise UserError(
+                    f"The input files could not be written: {msg.get('detail')}",
+                    hint="Send fewer or smaller files, or raise Limits.disk_bytes / max_files.",
+                )
             raise SandboxCrashed(f"The sandbox refused the request: {msg.get('detail')}")
         exit_status: int | None = None
         usage = ResourceUsage()
         files: dict[str, bytes] = {}
         skipped: dict[str, str] = {}
         if msg is not None:
-            exit_status = int(msg["exit_status"])
-            reason = msg.get("reason") or (reason if out.truncated or err.truncated else None)
-            if out.truncated or err.truncated:
-                reason = "output_limit"
+            try:
+                report = _ResultFrame.model_validate(msg)
+                files = {k: base64.b64decode(v, validate=True) for k, v in report.files.items()}
+            except (ValidationError, ValueError) as exc:
+                raise SandboxCrashed(f"The sandbox sent an invalid report: {exc}") from exc
+            exit_status = report.exit_status
+            reason = "output_limit" if out.truncated or err.truncated else report.reason
             usage = ResourceUsage(
-                cpu_user_seconds=float(msg["cpu_user"]),
-                cpu_system_seconds=float(msg["cpu_system"]),
-                max_rss_kb=int(msg["max_rss_kb"]),
+                cpu_user_seconds=report.cpu_user,
+                cpu_system_seconds=report.cpu_system,
+                max_rss_kb=report.max_rss_kb,
             )
-            files = {k: base64.b64decode(v) for k, v in msg["files"].items()}
-            skipped = dict(msg["skipped"])
+            skipped = report.skipped
         return ExecResult(
             stdout=out.text(),
             stderr=err.text(),

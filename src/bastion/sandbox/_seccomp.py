@@ -74,6 +74,15 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "uselib",
     "vhangup",
     "lookup_dcookie",
+    # Memory that RLIMIT_AS does not see: SysV segments and queues outlive their process, and
+    # a memfd grows by write() without ever being mapped.
+    "shmget",
+    "msgget",
+    "semget",
+    "mq_open",
+    "memfd_create",
+    "memfd_secret",
+    "fanotify_init",
 )
 
 # Namespace flags refused on clone(); clone3 passes its flags in memory, which a filter cannot

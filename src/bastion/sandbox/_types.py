@@ -114,6 +114,18 @@ class Sandbox(Protocol):
     async def aclose(self) -> None: ...
 
 
+def check_output_pattern(pattern: str) -> str:
+    """Refuses output globs that would reach outside the workdir."""
+    from bastion.core.errors import UserError
+
+    if not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
+        raise UserError(
+            f"Invalid sandbox output pattern {pattern!r}",
+            hint="Use a glob relative to the working directory, e.g. 'out/*.csv'.",
+        )
+    return pattern
+
+
 def check_input_name(name: str) -> str:
     """Refuses input file names that would land outside the workdir."""
     from bastion.core.errors import UserError
