@@ -8,7 +8,7 @@ import time
 import pytest
 from _engine_kit import Sleeps, function_model, make_engine, run_to_stop, scripted
 
-from bastion.core.errors import InvalidState
+from bastion.core.errors import InvalidState, ProviderUnavailable
 from bastion.core.messages import ModelRequest, ModelResponse
 from bastion.core.records import Decision, RunStatus, StepKind, StepStatus, WaitReason
 from bastion.core.retry import RetryPolicy
@@ -321,3 +321,29 @@ async def test_retry_attempts_survive_a_crash_between_attempts(store: Store) -> 
     assert sleeps.delays == pytest.approx([0.4])
     assert dead.status is RunStatus.DEAD_LETTER
     assert dead.error is not None and dead.error["details"]["attempts"] == 4
+
+
+async def test_a_provider_outage_dead_letters_and_replay_asks_the_model_again(
+    store: Store,
+) -> None:
+    @tool(effect="read")
+    def lookup(order_id: str) -> str:
+        return "shipped"
+
+    outage = ProviderUnavailable("upstream 503 after all retries", provider="openai", status=503)
+    model = scripted(reply(None, call("lookup", {"order_id": "A1"})), outage, reply("shipped"))
+    engine = make_engine(store, [Agent(name="ops", tools=[lookup])], model)
+    run = await engine.submit("ops", "where is A1?")
+    dead = await run_to_stop(engine, run.id)
+
+    assert dead.status is RunStatus.DEAD_LETTER
+    assert dead.error is not None and dead.error["code"] == "provider_unavailable"
+    assert dead.error["details"]["step_no"] == 2
+    failed = (await store.get_steps(run.id))[2]
+    assert failed.kind is StepKind.MODEL and failed.status is StepStatus.FAILED
+
+    await engine.replay(run.id)
+    done = await run_to_stop(engine, run.id)
+    assert done.status is RunStatus.COMPLETED and done.output == "shipped"
+    assert len(model.calls) == 3
+    model.assert_complete()
