@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,10 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from bastion import Agent, Bastion, RunStatus, Settings, tool
 from bastion.cli import app, mount
+from bastion.cli._admin import serve_until_signal
+from bastion.testing import FunctionModel, call, reply
 
 
 def test_db_upgrade_applies_then_reports_up_to_date(runner: CliRunner, config_file: Path) -> None:
@@ -110,3 +114,35 @@ def test_worker_serves_until_sigterm(tmp_path: Path, config_file: Path) -> None:
     assert proc.returncode == 0, banner + rest
     assert "1 loop(s)" in banner
     assert "stopped after 0 execution(s)" in rest
+
+
+def test_sigterm_releases_the_run_in_flight(tmp_path: Path) -> None:
+    @tool(effect="read")
+    async def slow() -> str:
+        """Takes long enough to be interrupted."""
+        # The worker is mid-run now: deliver the signal an operator would send.
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(30)
+        return "done"
+
+    settings = Settings(store=f"sqlite:///{tmp_path / 'bastion.db'}")
+    agent = Agent(name="slowpoke", model="scripted:x", tools=[slow])
+    model = FunctionModel(lambda request: reply(None, call("slow")))
+    setup = Bastion(settings, agents=[agent], providers={"scripted": model})
+    run = setup.call_sync(setup.submit("slowpoke", "go"))
+    setup.close_sync()
+
+    serving = Bastion(settings, agents=[agent], providers={"scripted": model})
+    started = time.monotonic()
+    asyncio.run(serve_until_signal(serving, 1))
+    assert time.monotonic() - started < 20
+
+    check = Bastion(settings, agents=[agent], providers={"scripted": model})
+    try:
+        released = check.call_sync(check.get_run(run.id))
+        steps = check.call_sync(check.steps(run.id))
+    finally:
+        check.close_sync()
+    assert released.status is RunStatus.PENDING
+    assert released.lease_owner is None
+    assert [s.name for s in steps][:2] == ["scripted:x", "slow"]

@@ -42,10 +42,11 @@ def worker(
     )
     with reported():
         bastion = Bastion.from_config(config_path(ctx), env=os.environ)
-        asyncio.run(_serve(bastion, concurrency))
+        asyncio.run(serve_until_signal(bastion, concurrency))
 
 
-async def _serve(bastion: Bastion, concurrency: int | None) -> None:
+async def serve_until_signal(bastion: Bastion, concurrency: int | None) -> None:
+    """Serve until SIGINT or SIGTERM; the worker then releases the runs it was executing."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
