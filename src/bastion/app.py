@@ -274,6 +274,12 @@ class Bastion:
 
         return self._portal().call(wrap())
 
+    def start_sync(self) -> Bastion:
+        """Start Bastion on its own loop thread now, so that a bad store or configuration fails
+        here rather than in the first call (which would leave that call's coroutine unawaited)."""
+        self._portal()
+        return self
+
     def run_sync(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
         return self._portal().call(self.run(agent, input, tenant=tenant))
 

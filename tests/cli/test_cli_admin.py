@@ -146,3 +146,12 @@ def test_sigterm_releases_the_run_in_flight(tmp_path: Path) -> None:
     assert released.status is RunStatus.PENDING
     assert released.lease_owner is None
     assert [s.name for s in steps][:2] == ["scripted:x", "slow"]
+
+
+def test_an_unreachable_store_is_one_line_and_exit_1(runner: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text(f"store: sqlite:///{tmp_path / 'missing' / 'dir' / 'b.db'}\n")
+    result = runner.invoke(app, ["--config", str(config), "runs", "list"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error[store_unavailable]: ")
+    assert "Traceback" not in result.output

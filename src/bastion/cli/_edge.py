@@ -78,7 +78,7 @@ def session(ctx: typer.Context) -> Iterator[Bastion]:
     with reported():
         bastion = Bastion.from_config(config_path(ctx), env=os.environ)
         try:
-            yield bastion
+            yield bastion.start_sync()
         finally:
             bastion.close_sync()
 
