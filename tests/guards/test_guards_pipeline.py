@@ -21,8 +21,8 @@ INJECTED_RESULT = (
 
 
 def test_clean_text_is_allowed(pipeline: GuardPipeline) -> None:
-    d = pipeline.scan("What is the capital of France?", ScanContext(boundary="user_input"))
-    assert d.kind == "allow" and d.text == "What is the capital of France?" and d.allowed
+    d = pipeline.scan("What is the boiling point of water?", ScanContext(boundary="user_input"))
+    assert d.kind == "allow" and d.text == "What is the boiling point of water?" and d.allowed
 
 
 def test_injection_blocks_user_input(pipeline: GuardPipeline) -> None:

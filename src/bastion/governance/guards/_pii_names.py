@@ -111,7 +111,9 @@ def load_gazetteer() -> Gazetteer:
         data = json.load(fh)
     automaton = ahocorasick.Automaton()
     for place in data["places"]:
-        automaton.add_word(place, len(place))
+        automaton.add_word(place, (len(place), False))
+    for place in data["places_weak"]:
+        automaton.add_word(place, (len(place), True))
     automaton.make_automaton()
     return Gazetteer(
         first_strong=frozenset(data["first_strong"]),
@@ -170,7 +172,7 @@ def find_addresses(text: str) -> list[Finding]:
 def find_places(text: str, gaz: Gazetteer) -> list[Finding]:
     out = []
     low = same_length_lower(text)
-    for end_idx, length in gaz.places.iter(low):  # type: ignore[attr-defined]
+    for end_idx, (length, weak) in gaz.places.iter(low):  # type: ignore[attr-defined]
         start, end = end_idx - length + 1, end_idx + 1
         if (start > 0 and (low[start - 1].isalnum() or low[start - 1] in "-'")) or (
             end < len(low) and (low[end].isalnum() or low[end] in "-'")
@@ -178,8 +180,11 @@ def find_places(text: str, gaz: Gazetteer) -> list[Finding]:
             continue
         if not text[start].isupper():
             continue
-        score = 0.6
-        if PLACE_BEFORE.search(text, max(0, start - 20), start):
+        context = PLACE_BEFORE.search(text, max(0, start - 20), start) is not None
+        if weak and not context and _sentence_initial(text, start):
+            continue  # "Reading is fun", "Mobile phones": a place that is also a word
+        score = 0.55 if weak else 0.6
+        if context:
             score += 0.25
         if text[end : end + 2] == ", " and end + 2 < len(text) and text[end + 2].isupper():
             score += 0.1

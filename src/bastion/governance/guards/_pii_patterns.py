@@ -250,7 +250,7 @@ def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
             continue  # a bare run of digits is an id unless someone calls it a number
         if _context(text, m.start(), NOT_PHONE_CONTEXT, 20):
             continue
-        if max(len(g) for g in _DIGIT_GROUPS.findall(cand)) < 3:
+        if max(len(g) for g in _DIGIT_GROUPS.findall(cand)) < 2:
             continue  # "1 2 3 4 5 6 7" is a list of numbers, not a phone number
         if not _possible_phone(cand, regions):
             continue
