@@ -46,8 +46,8 @@ async def test_a_pooled_sandbox_that_died_is_replaced(sandbox: NamespaceSandbox)
     async with asyncio.timeout(30):
         await sandbox.wait_warm()
     victim = sandbox._ready[0]
-    os.killpg(victim.proc.pid, signal.SIGKILL)
-    await victim.proc.wait()
+    os.kill(victim.pid, signal.SIGKILL)
+    await victim.process.wait()
     r = await sandbox.execute("print('still works')")
     assert r.ok and r.stdout == "still works\n"
 
@@ -112,7 +112,7 @@ async def test_supervisor_lost_is_reported(sandbox: NamespaceSandbox) -> None:
     async with asyncio.timeout(30):
         await sandbox.wait_warm()
     victim = sandbox._ready[0]
-    outer = victim.proc.pid
+    outer = victim.pid
 
     async def kill_supervisor() -> None:
         await asyncio.sleep(0.3)

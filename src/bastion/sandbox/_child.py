@@ -398,6 +398,17 @@ def _seccomp(program: bytes) -> None:
     _check(rc, "seccomp", "load filter")
 
 
+def _import_all(names: list[str]) -> list[str]:
+    done = []
+    for name in names:
+        try:
+            __import__(name)
+            done.append(name)
+        except Exception:  # noqa: BLE001 - a missing optional module is not an error here
+            pass
+    return done
+
+
 def _vm_size(proc_self: int) -> int:
     fd = os.open("status", os.O_RDONLY, dir_fd=proc_self)
     try:
@@ -427,13 +438,7 @@ def init(sock: int, cfg: dict[str, Any], sources: dict[str, int]) -> int:
     os.environ.update(cfg["env"])
     # Preloading runs trusted, host-installed modules, already without privileges or host
     # files; it comes before Landlock and seccomp only so we can measure the warm interpreter.
-    preloaded = []
-    for name in cfg["preload"]:
-        try:
-            __import__(name)
-            preloaded.append(name)
-        except Exception:  # noqa: BLE001 - a missing optional module is not an error here
-            pass
+    preloaded = _import_all(cfg["preload"])
     baseline = _vm_size(proc_self)
     os.close(proc_self)
     _prctl(PR_SET_DUMPABLE, 0, "no_new_privs")  # keeps /proc/1 and ptrace away from the code
@@ -615,7 +620,61 @@ def serve(sock: int, request: dict[str, Any], baseline: int) -> int:
     return 0
 
 
+# ---- zygote ---------------------------------------------------------------------------------
+
+
+def zygote(zsock: int) -> int:
+    """Forks outer processes on request, so a sandbox costs a fork, not an interpreter start.
+
+    The zygote is itself a freshly executed interpreter with an empty environment: it never
+    held any of the worker's memory, and it never runs code it was sent. Each request carries
+    three descriptors (control socket, stdout, stderr); the answer is the new outer's pid.
+    """
+    import socket  # SCM_RIGHTS; the zygote's start-up is paid once
+
+    _prctl(PR_SET_PDEATHSIG, 9, "platform")  # the worker's death ends the zygote
+    # Children are reaped by the kernel: the worker watches each outer through a pidfd.
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    conn = socket.socket(fileno=zsock)
+    cfg = recv(zsock)
+    os.environ.update(cfg["env"])
+    _import_all(cfg["preload"])
+    send(zsock, {"event": "ready"})
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(conn, 16, 3)
+        except OSError:
+            return 0
+        if len(fds) != 3:
+            return 0  # the worker closed its end
+        ctl, out, err = fds
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            os._exit(_zygote_child(ctl, out, err))
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(struct.pack(">I", pid))
+
+
+def _zygote_child(ctl: int, out: int, err: int) -> int:
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # we wait for our own children
+    _prctl(PR_SET_PDEATHSIG, 9, "platform")
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for src, dst in ((null, 0), (out, 1), (err, 2), (ctl, 3)):
+        os.dup2(src, dst)
+    # Nothing the zygote had open (or a preloaded module left open) reaches the sandbox.
+    os.closerange(4, 1 << 20)
+    try:
+        return outer(3)
+    except EOFError:
+        return 70
+
+
 def main() -> int:
+    if sys.argv[1] == "--zygote":
+        return zygote(int(sys.argv[2]))
     sock = int(sys.argv[1])
     try:
         return outer(sock)

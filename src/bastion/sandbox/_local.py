@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import json
-import marshal
 import os
-import signal
-import socket
-import struct
 import sys
 import sysconfig
 import time
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -36,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bastion.core.errors import UserError
 from bastion.sandbox._errors import SandboxCrashed, SandboxUnsupported
 from bastion.sandbox._seccomp import seccomp_program
+from bastion.sandbox._spawn import Launched, Zygote, exec_launch, read_frame, write_frame
 from bastion.sandbox._types import (
     ExecResult,
     KilledReason,
@@ -46,7 +40,6 @@ from bastion.sandbox._types import (
 )
 from bastion.sandbox._types import check_input_name as _check_name
 
-CHILD_SCRIPT = str(Path(__file__).with_name("_child.py"))
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 DEFAULT_PRELOAD: tuple[str, ...] = (
     "collections",
@@ -94,6 +87,8 @@ class NamespaceOptions:
     host_uid: int = 65534
     host_gid: int = 65534
     python: str | None = None  # default: the worker's interpreter (its real path)
+    # Fork sandboxes from a template interpreter (fast) instead of starting one each time.
+    zygote: bool = True
     site_dirs: tuple[str, ...] | None = None  # default: the worker's site-packages
     default_limits: Limits = field(default_factory=Limits)
 
@@ -143,23 +138,6 @@ def build_view(opts: NamespaceOptions) -> dict[str, Any]:
     return {"binds": binds, "symlinks": symlinks, "site_dirs": site_dst}
 
 
-_MAX_FRAME = 64 * 2**20  # above any result the limits allow; a bigger header means corruption
-
-
-async def _read_frame(reader: asyncio.StreamReader, limit: int = _MAX_FRAME) -> dict[str, Any]:
-    head = await reader.readexactly(4)
-    size = struct.unpack(">I", head)[0]
-    if size > limit:
-        raise SandboxCrashed(f"The sandbox sent a {size}-byte frame (limit {limit}).")
-    try:
-        frame = json.loads(await reader.readexactly(size))
-    except ValueError as exc:
-        raise SandboxCrashed(f"The sandbox sent a malformed frame: {exc}") from exc
-    if not isinstance(frame, dict):
-        raise SandboxCrashed("The sandbox sent a frame that is not an object.")
-    return frame
-
-
 class _ResultFrame(BaseModel):
     """The supervisor's report, validated: the worker trusts no shape it did not check."""
 
@@ -175,42 +153,6 @@ class _ResultFrame(BaseModel):
     skipped: dict[str, str]
 
 
-def _frame(obj: Mapping[str, Any]) -> bytes:
-    # marshal: the sandbox loads it without importing json (start-up time); only the worker
-    # writes these frames. What the sandbox sends back is parsed as JSON, never unmarshalled.
-    body = marshal.dumps(dict(obj))
-    return struct.pack(">I", len(body)) + body
-
-
-@dataclass(kw_only=True)
-class _Proc:
-    """One sandbox process tree, isolated and waiting for exactly one request."""
-
-    proc: asyncio.subprocess.Process
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    landlock_abi: int = 0
-    preloaded: list[str] = field(default_factory=list)
-
-    def kill(self) -> None:
-        # The worker started it in its own session: the group is the outer process and the
-        # sandbox's pid 1, whose death (PDEATHSIG) ends everything in its pid namespace.
-        # Not Process.kill(): it polls, and a reap behind asyncio's back loses the exit status.
-        # Once the worker has reaped it, the pid may be reused: never signal it again.
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.writer.close()
-
-    async def reap(self) -> None:
-        self.kill()
-        await self.proc.wait()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None and not self.reader.at_eof()
-
-
 class NamespaceSandbox:
     """The default ``Sandbox``: isolated fresh interpreters, pre-warmed, used once each."""
 
@@ -220,12 +162,13 @@ class NamespaceSandbox:
         self._opts = options or NamespaceOptions()
         self._python = self._opts.python or os.path.realpath(sys.executable)
         self._view = build_view(self._opts)
-        self._ready: deque[_Proc] = deque()
-        self._waiters: deque[asyncio.Future[_Proc]] = deque()
+        self._ready: deque[Launched] = deque()
+        self._waiters: deque[asyncio.Future[Launched]] = deque()
         self._starting = 0
         self._tasks: set[asyncio.Task[None]] = set()  # pool refills: cancelled on close
         self._reaps: set[asyncio.Task[None]] = set()  # reaping the used: awaited on close
         self._closed = False
+        self._zygote: Zygote | None = None
         self._changed = asyncio.Condition()
         self._map_by_parent = os.geteuid() == 0
         self.landlock_abi = 0  # as reported by the last sandbox that became ready
@@ -242,6 +185,8 @@ class NamespaceSandbox:
         if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
             raise SandboxUnsupported("platform", f"{sys.platform}/{os.uname().machine}")
         seccomp_program()
+        if self._opts.zygote and self._zygote is None:
+            self._zygote = await self._start_zygote()
         pooled = self._opts.pool_size > 0
         proc = await self._spawn(self._opts.default_limits, preload=pooled)
         if pooled:
@@ -259,6 +204,9 @@ class NamespaceSandbox:
             await self._ready.popleft().reap()
         while self._waiters:
             self._waiters.popleft().cancel()
+        if self._zygote is not None:
+            await self._zygote.close()
+            self._zygote = None
 
     @property
     def warm(self) -> int:
@@ -310,7 +258,7 @@ class NamespaceSandbox:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _acquire(self, limits: Limits) -> tuple[_Proc, bool]:
+    async def _acquire(self, limits: Limits) -> tuple[Launched, bool]:
         pool = self._opts.default_limits
         same_disk = (limits.disk_bytes, limits.max_files) == (pool.disk_bytes, pool.max_files)
         if same_disk and self._opts.pool_size > 0:
@@ -322,35 +270,37 @@ class NamespaceSandbox:
                 self._refill()
             if self._starting > len(self._waiters):
                 # A sandbox is already being built: waiting for it beats building another.
-                waiter: asyncio.Future[_Proc] = asyncio.get_running_loop().create_future()
+                waiter: asyncio.Future[Launched] = asyncio.get_running_loop().create_future()
                 self._waiters.append(waiter)
                 return await waiter, True
         return await self._spawn(limits, preload=False), False
 
     # ---- spawning -----------------------------------------------------------------------------
 
-    async def _spawn(self, limits: Limits, *, preload: bool) -> _Proc:
-        parent_sock, child_sock = socket.socketpair()
+    async def _launch(self) -> Launched:
+        if self._zygote is not None:
+            try:
+                return await self._zygote.launch()
+            except SandboxCrashed:
+                # A dead zygote is replaced once; a second failure is the operator's to see.
+                await self._zygote.close()
+                self._zygote = await self._start_zygote()
+                return await self._zygote.launch()
+        return await exec_launch(self._python, SANDBOX_ENV)
+
+    async def _start_zygote(self) -> Zygote:
+        zygote = Zygote(self._python, SANDBOX_ENV, list(self._opts.preload))
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self._python,
-                "-I",
-                "-S",
-                "-B",
-                CHILD_SCRIPT,
-                str(child_sock.fileno()),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(child_sock.fileno(),),
-                env={},
-                cwd="/",
-                start_new_session=True,
-            )
-        finally:
-            child_sock.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-        sandbox = _Proc(proc=proc, reader=reader, writer=writer)
+            async with asyncio.timeout(_SETUP_TIMEOUT):
+                await zygote.start()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            await zygote.close()
+            raise SandboxCrashed(f"The sandbox zygote failed to start: {exc!r}") from exc
+        return zygote
+
+    async def _spawn(self, limits: Limits, *, preload: bool) -> Launched:
+        sandbox = await self._launch()
+        reader, writer = sandbox.reader, sandbox.writer
         config = {
             **self._view,
             "map_by_parent": self._map_by_parent,
@@ -364,13 +314,13 @@ class NamespaceSandbox:
             "env": SANDBOX_ENV,
         }
         try:
-            writer.write(_frame(config))
+            writer.write(write_frame(config))
             async with asyncio.timeout(_SETUP_TIMEOUT):
                 while True:
-                    msg = await _read_frame(reader)
+                    msg = await read_frame(reader)
                     if msg["event"] == "need_map":
-                        self._write_maps(proc.pid)
-                        writer.write(_frame({"event": "mapped"}))
+                        self._write_maps(sandbox.pid)
+                        writer.write(write_frame({"event": "mapped"}))
                     elif msg["event"] == "error":
                         raise SandboxUnsupported(str(msg["layer"]), str(msg["detail"]))
                     elif msg["event"] == "ready":
@@ -379,7 +329,7 @@ class NamespaceSandbox:
                         return sandbox
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
             await sandbox.reap()
-            err = (await proc.stderr.read()).decode(errors="replace")[-2000:] if proc.stderr else ""
+            err = (await sandbox.stderr.read()).decode(errors="replace")[-2000:]
             raise SandboxCrashed(
                 f"The sandbox process failed during setup: {exc!r}", stderr=err
             ) from exc
@@ -428,7 +378,7 @@ class NamespaceSandbox:
 
     async def _run(
         self,
-        proc: _Proc,
+        proc: Launched,
         code: str,
         payload: dict[str, bytes],
         outputs: list[str],
@@ -436,10 +386,9 @@ class NamespaceSandbox:
         warm: bool,
         setup: float,
     ) -> ExecResult:
-        assert proc.proc.stdout is not None and proc.proc.stderr is not None
         overflow = asyncio.Event()
-        out = _Capture(proc.proc.stdout, limits.max_output_bytes, overflow)
-        err = _Capture(proc.proc.stderr, limits.max_output_bytes, overflow)
+        out = _Capture(proc.stdout, limits.max_output_bytes, overflow)
+        err = _Capture(proc.stderr, limits.max_output_bytes, overflow)
         request = {
             "filename": "main.py",
             "code": code,
@@ -457,12 +406,12 @@ class NamespaceSandbox:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(out.run()), loop.create_task(err.run())]
-        result_task = loop.create_task(_read_frame(proc.reader))
+        result_task = loop.create_task(read_frame(proc.reader))
         overflow_task: asyncio.Task[Any] = loop.create_task(overflow.wait())
         reason: KilledReason | None = None
         msg: dict[str, Any] | None = None
         try:
-            proc.writer.write(_frame(request))
+            proc.writer.write(write_frame(request))
             waiting: set[asyncio.Task[Any]] = {result_task, overflow_task}
             done, _ = await asyncio.wait(
                 waiting,
