@@ -98,3 +98,23 @@ async def test_sandbox_does_not_leak(pair: Pair, any_sandbox: NamespaceSandbox) 
         assert second.ok and second.stdout == "clean\n", second
     finally:
         _cleanup()
+
+
+async def test_random_state_is_not_shared_between_sandboxes() -> None:
+    """Sandboxes forked from one zygote still draw their own numbers (``random`` reseeds after
+    fork; numpy, which does not, is preloaded in each pooled sandbox, never in the zygote)."""
+    import importlib.util
+
+    from sandbox_helpers import require
+
+    from bastion.sandbox import NamespaceOptions
+    from bastion.sandbox._local import DEFAULT_PRELOAD
+
+    require(importlib.util.find_spec("numpy") is not None, "numpy is not installed (sandbox extra)")
+    opts = NamespaceOptions(pool_size=1, preload=(*DEFAULT_PRELOAD, "numpy.random"))
+    code = "import random, numpy\nprint(random.random(), numpy.random.rand())\n"
+    async with NamespaceSandbox(opts) as sb:
+        outs = [(await sb.execute(code)).stdout for _ in range(3)]
+    firsts = {o.split()[0] for o in outs}
+    seconds = {o.split()[1] for o in outs}
+    assert len(firsts) == 3 and len(seconds) == 3, outs

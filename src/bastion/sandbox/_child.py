@@ -180,6 +180,8 @@ def _write(path: str, text: str, dir_fd: int | None = None) -> None:
 
 
 def outer(sock: int) -> int:
+    # If the worker (or the zygote) dies, so does the sandbox, whatever the code is doing.
+    _prctl(PR_SET_PDEATHSIG, 9, "platform")
     cfg = recv(sock)
     sources: dict[str, int] = {}
     try:
@@ -627,8 +629,10 @@ def zygote(zsock: int) -> int:
     """Forks outer processes on request, so a sandbox costs a fork, not an interpreter start.
 
     The zygote is itself a freshly executed interpreter with an empty environment: it never
-    held any of the worker's memory, and it never runs code it was sent. Each request carries
-    three descriptors (control socket, stdout, stderr); the answer is the new outer's pid.
+    held any of the worker's memory, and it never runs code it was sent. Its ``sys.path`` is
+    the standard library only (``-S``), so no third-party module ever runs unisolated here.
+    Each request carries three descriptors (control socket, stdout, stderr); the answer is the
+    new outer's pid.
     """
     import socket  # SCM_RIGHTS; the zygote's start-up is paid once
 
@@ -666,6 +670,9 @@ def _zygote_child(ctl: int, out: int, err: int) -> int:
         os.dup2(src, dst)
     # Nothing the zygote had open (or a preloaded module left open) reaches the sandbox.
     os.closerange(4, 1 << 20)
+    # Forks share the zygote's memory. ``random`` reseeds itself after a fork; third-party
+    # modules (numpy's generator does not reseed) never load here: the zygote's sys.path is the
+    # standard library only, so they are preloaded by each pooled sandbox, after isolation.
     try:
         return outer(3)
     except EOFError:
