@@ -347,3 +347,53 @@ async def test_a_provider_outage_dead_letters_and_replay_asks_the_model_again(
     assert done.status is RunStatus.COMPLETED and done.output == "shipped"
     assert len(model.calls) == 3
     model.assert_complete()
+
+
+async def test_a_later_replay_drops_edited_arguments_of_archived_steps(store: Store) -> None:
+    done_calls: list[str] = []
+    notify_down = [True]
+
+    @tool(effect="write")
+    def refund(order_id: str, amount: float) -> str:
+        if amount > 100:
+            raise RuntimeError("over the card limit")
+        done_calls.append(f"refund {order_id} {amount}")
+        return "refunded"
+
+    @tool(effect="write")
+    def notify(order_id: str) -> str:
+        if notify_down[0]:
+            raise RuntimeError("mail server down")
+        done_calls.append(f"notify {order_id}")
+        return "sent"
+
+    @tool(effect="read")
+    def lookup(order_id: str) -> str:
+        done_calls.append(f"lookup {order_id}")
+        return "already refunded"
+
+    model = scripted(
+        reply(None, call("refund", {"order_id": "A1", "amount": 500})),
+        reply(None, call("notify", {"order_id": "A1"})),
+        # After the replay from step 0 the model takes another path.
+        reply(None, call("lookup", {"order_id": "A1"})),
+        reply("nothing to do"),
+    )
+    engine = make_engine(store, [Agent(name="ops", tools=[refund, notify, lookup])], model)
+    run = await engine.submit("ops", "refund A1")
+    assert (await run_to_stop(engine, run.id)).status is RunStatus.DEAD_LETTER
+
+    await engine.replay(run.id, from_step=1, arguments={"order_id": "A1", "amount": 50})
+    second = await run_to_stop(engine, run.id)
+    assert second.status is RunStatus.DEAD_LETTER
+    assert second.error is not None and second.error["details"]["step_no"] == 3
+
+    notify_down[0] = False
+    await engine.replay(run.id, from_step=0)
+    done = await run_to_stop(engine, run.id)
+
+    # Step 1 is now the lookup; the edited refund arguments were for the archived step 1.
+    assert done.status is RunStatus.COMPLETED, done.error
+    assert done_calls == ["refund A1 50.0", "lookup A1"]
+    assert (await store.get_steps(run.id))[1].input == {"arguments": {"order_id": "A1"}}
+    model.assert_complete()

@@ -296,7 +296,9 @@ class Engine:
             raise UserError(
                 f"run {run_id} has steps 0..{len(recorded) - 1}; cannot replay from {from_step}"
             )
-        overrides = dict(run.overrides)
+        # Edited arguments belong to the steps they were given for; those from ``from_step``
+        # on are archived now, and the same numbers may hold other calls after this replay.
+        overrides = {k: v for k, v in run.overrides.items() if int(k) < from_step}
         if arguments is not None:
             overrides[str(from_step)] = arguments
         await self.store.commit(
