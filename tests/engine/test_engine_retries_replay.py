@@ -8,7 +8,7 @@ import time
 import pytest
 from _engine_kit import Sleeps, function_model, make_engine, run_to_stop, scripted
 
-from bastion.core.errors import InvalidState, ProviderUnavailable
+from bastion.core.errors import InvalidState, ProviderUnavailable, UserError
 from bastion.core.messages import ModelRequest, ModelResponse
 from bastion.core.records import Decision, RunStatus, StepKind, StepStatus, WaitReason
 from bastion.core.retry import RetryPolicy
@@ -180,8 +180,14 @@ async def test_replay_from_a_step_with_edited_arguments(store: Store) -> None:
     assert dead.status is RunStatus.DEAD_LETTER
     assert dead.error is not None and dead.error["details"]["step_no"] == 3
 
-    with pytest.raises(Exception, match="cannot replay from 9"):
+    with pytest.raises(UserError, match="cannot replay from 9"):
         await engine.replay(run.id, from_step=9)
+    # Edited arguments go to a tool step and must fit the tool; else the run stays as it is.
+    with pytest.raises(UserError, match="not a tool call"):
+        await engine.replay(run.id, from_step=2, arguments={"order_id": "A1", "amount": 50})
+    with pytest.raises(UserError, match="amount"):
+        await engine.replay(run.id, from_step=3, arguments={"order_id": "A1", "amount": "50$"})
+    assert (await store.get_run(run.id)).status is RunStatus.DEAD_LETTER
     await engine.replay(run.id, from_step=3, arguments={"order_id": "A1", "amount": 50})
     done = await run_to_stop(engine, run.id)
 

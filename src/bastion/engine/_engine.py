@@ -296,6 +296,14 @@ class Engine:
             raise UserError(
                 f"run {run_id} has steps 0..{len(recorded) - 1}; cannot replay from {from_step}"
             )
+        if arguments is not None:
+            target = recorded[from_step] if from_step < len(recorded) else None
+            if target is None or target.kind is not StepKind.TOOL:
+                raise UserError(
+                    f"step {from_step} of run {run_id} is not a tool call; only a tool step "
+                    "takes edited arguments"
+                )
+            self._check_edited_arguments(run, target, arguments)
         # Edited arguments belong to the steps they were given for; those from ``from_step``
         # on are archived now, and the same numbers may hold other calls after this replay.
         overrides = {k: v for k, v in run.overrides.items() if int(k) < from_step}
