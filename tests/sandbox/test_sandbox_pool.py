@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -123,3 +124,54 @@ async def test_supervisor_lost_is_reported(sandbox: NamespaceSandbox) -> None:
     r = await sandbox.execute("import time\ntime.sleep(5)\n", limits=Limits(wall_seconds=10))
     await killer
     assert r.killed_reason == "sandbox_lost" and r.exit_status is None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    for child in _children(pid) if _alive(pid) else []:
+        out += _tree(child)
+    return out
+
+
+@pytest.mark.parametrize("zygote", [True, False], ids=["zygote", "exec"])
+def test_a_dead_worker_leaves_no_sandbox_running(zygote: bool) -> None:
+    """SIGKILL the worker mid-execution: every sandbox process dies with it."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from bastion.sandbox import Limits, NamespaceOptions, NamespaceSandbox
+
+        async def main():
+            sb = NamespaceSandbox(NamespaceOptions(pool_size=1, zygote={zygote}))
+            await sb.start()
+            print("READY", flush=True)
+            await sb.execute("while True: pass", limits=Limits(wall_seconds=120, cpu_seconds=120))
+
+        asyncio.run(main())
+        """
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "READY"
+        deadline = time.monotonic() + 30
+        while len(tree := _tree(worker.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # worker, outer, pid 1 and the looping code at least
+        assert len(tree) >= 4, tree
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in tree[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in tree[1:] if _alive(p)], tree
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -182,6 +182,7 @@ def _write(path: str, text: str, dir_fd: int | None = None) -> None:
 def outer(sock: int) -> int:
     # If the worker (or the zygote) dies, so does the sandbox, whatever the code is doing.
     _prctl(PR_SET_PDEATHSIG, 9, "platform")
+    parent = os.getppid()
     cfg = recv(sock)
     sources: dict[str, int] = {}
     try:
@@ -215,6 +216,11 @@ def outer(sock: int) -> int:
             # Changing uid made us non-dumpable, which hands /proc/self to host root and would
             # stop us writing our inner id maps; pid 1 turns it off again once they are written.
             _prctl(PR_SET_DUMPABLE, 1, "user_namespace")
+            # It also cleared the parent-death signal: arm it again, and make sure the parent
+            # did not die in between.
+            _prctl(PR_SET_PDEATHSIG, 9, "platform")
+            if os.getppid() != parent:
+                return 70
         else:
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"0 {cfg['host_uid']} 1")
