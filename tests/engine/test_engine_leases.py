@@ -86,3 +86,40 @@ async def test_a_worker_shutting_down_hands_its_run_back(store: Store) -> None:
     assert done is not None and done.status is RunStatus.COMPLETED, done
     assert len(calls) == 2
     model.assert_complete()
+
+
+async def test_a_run_of_an_agent_this_worker_does_not_know_is_dead_lettered(
+    store: Store,
+) -> None:
+    """A run whose agent was removed from the deployment must not kill the worker's loops."""
+
+    @tool(effect="read")
+    def ping() -> str:
+        return "pong"
+
+    ghost = Agent(name="ghost", tools=[ping])
+    ops = Agent(name="ops", tools=[ping])
+    old = make_engine(store, [ghost, ops], scripted(), options=OPTIONS)
+    orphan = await old.submit("ghost", "boo")
+    model = scripted(reply("pong"))
+    engine = make_engine(store, [ops], model, options=OPTIONS)
+
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(Worker(engine, poll_interval=0.02).serve(stop))
+    try:
+        live = await engine.submit("ops", "ping")
+        for _ in range(500):
+            if (await store.get_run(live.id)).status is RunStatus.COMPLETED:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+
+    assert (await store.get_run(live.id)).status is RunStatus.COMPLETED
+    dead = await store.get_run(orphan.id)
+    assert dead.status is RunStatus.DEAD_LETTER
+    assert dead.error is not None and dead.error["code"] == "agent_not_found"
+    assert dead.lease_owner is None
+    (letter,) = await store.list_dead_letters()
+    assert letter.run_id == orphan.id

@@ -118,7 +118,27 @@ class Engine:
 
     async def execute(self, run: Run, *, owner: str) -> Run:
         """Carry a run claimed by ``owner`` to its next stop and return the run as stored."""
-        agent = self.agent(run.agent)
+        try:
+            agent = self.agent(run.agent)
+        except AgentNotFound as exc:
+            # The agent left this deployment: park the run where an operator sees it (and can
+            # replay it once the agent is back) rather than failing the worker's claim loop.
+            log.error("run %s: %s", run.id, exc)
+            error = exc.to_dict()
+            with contextlib.suppress(ConcurrentUpdate, LeaseLost):
+                await self.store.commit(
+                    run.id,
+                    expected_version=run.version,
+                    owner=owner,
+                    changes={
+                        "status": RunStatus.DEAD_LETTER,
+                        "error": error,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                    },
+                    dead_letter_error=error,
+                )
+            return await self.store.get_run(run.id)
         recorded = await self.store.get_steps(run.id)
         journal = Journal(
             self.store,
