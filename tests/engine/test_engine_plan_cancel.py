@@ -10,10 +10,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from _engine_kit import function_model, make_engine, run_to_stop, scripted
 
+from bastion.core.errors import InvalidState
 from bastion.core.messages import Message, ModelRequest, ModelResponse
-from bastion.core.records import RunStatus, StepKind, StepStatus
+from bastion.core.records import Decision, RunStatus, StepKind, StepStatus
 from bastion.engine import Agent, EngineOptions, Worker
 from bastion.store import Store
 from bastion.testing import call, reply
@@ -194,3 +196,38 @@ async def test_a_held_sqlite_write_lock_is_waited_out_not_surfaced(
         model.assert_complete()
     finally:
         await store.close()
+
+
+async def test_cancel_follows_the_run_transitions(store: Store) -> None:
+    @tool(effect="write", requires_approval=True)
+    def purge(table: str) -> str:
+        return "purged"
+
+    model = scripted(reply(None, call("purge", {"table": "t"})))
+    agent = Agent(name="ops", tools=[purge])
+    engine = make_engine(store, [agent], model)
+
+    pending = await engine.submit("ops", "purge t")
+    assert (await engine.cancel(pending.id)).status is RunStatus.CANCELLED
+    with pytest.raises(InvalidState):
+        await engine.cancel(pending.id)
+
+    waiting = await engine.submit("ops", "purge t")
+    assert (await run_to_stop(engine, waiting.id)).status is RunStatus.WAITING_FOR_HUMAN
+    cancelled = await engine.cancel(waiting.id, reason="not today")
+    assert cancelled.status is RunStatus.CANCELLED
+    assert cancelled.error == {"code": "cancelled", "message": "not today"}
+    with pytest.raises(InvalidState):
+        await engine.decide(waiting.id, Decision(kind="approve"))
+
+    # A failed run is final; it goes back to the queue only through replay.
+    failing = await engine.submit("ops", "purge t")
+    await store.commit(
+        failing.id,
+        expected_version=failing.version,
+        changes={"status": RunStatus.FAILED, "error": {"code": "max_turns_exceeded"}},
+    )
+    with pytest.raises(InvalidState):
+        await engine.cancel(failing.id)
+    assert (await store.get_run(failing.id)).status is RunStatus.FAILED
+    model.assert_complete()

@@ -350,7 +350,7 @@ class Engine:
         """Cancel a run that has not finished; an executing worker stops within a second."""
         for _ in range(10):
             run = await self.store.get_run(run_id)
-            if run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            if run.status.terminal:  # completed, failed (replay only) or cancelled
                 raise InvalidState(f"run {run_id} is already {run.status.value}")
             try:
                 await self.store.commit(
