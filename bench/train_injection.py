@@ -28,6 +28,9 @@ OUT = ROOT / "src" / "bastion" / "governance" / "guards" / "data" / "injection_m
 SEED = 20261123
 FOLDS = 5
 TARGET_FPR = 0.03
+#: Inverse regularisation, chosen among 1, 4 and 16 by out-of-fold recall at TARGET_FPR on the
+#: training split (16: 0.876, 4: 0.860, 1: 0.791).
+C_REG = 16.0
 sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.governance.guards._classifier import features, windows  # noqa: E402
@@ -73,7 +76,7 @@ def main() -> int:
         model = make_pipeline(
             CountVectorizer(analyzer=lambda t: sorted(features(t)), binary=True, min_df=2),
             Normalizer(norm="l2"),
-            LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced", random_state=SEED),
+            LogisticRegression(C=C_REG, max_iter=2000, class_weight="balanced", random_state=SEED),
         )
         model.fit([r[0] for r in rows], [r[1] for r in rows])
         return model
@@ -87,7 +90,7 @@ def main() -> int:
         model = fit(train_rows)
         for doc, cf, af in docs:
             if cf != k or (af != -1 and af != k):
-                continue
+                continue  # scored: benign docs and real attacks of this fold only
             text = doc[0]
             spans = windows(text)
             probs = model.predict_proba([text[s:e] for s, e in spans])[:, 1]

@@ -153,3 +153,12 @@ def test_cyberseceval_prompt_injection(injection: InjectionGuard, data_dir: Path
     assert _rate(injection, [str(r["user_input"]) for r in rows], USER) >= 0.50
     benign = load_questions("email", "test", data_dir) + load_attacks("email", "test", data_dir)
     assert _rate(injection, benign, USER) <= 0.05
+
+
+def test_classifier_threshold_is_configurable() -> None:
+    from bastion.governance.guards import InjectionConfig
+
+    doc = BENIGN_DOCS[0]
+    assert InjectionGuard().scan(doc, TOOL) == []
+    eager = InjectionGuard(InjectionConfig(classifier_threshold=0.001))
+    assert [f.evidence for f in eager.scan(doc, TOOL)] == ["classifier"]

@@ -474,11 +474,11 @@ class InjectionGuard:
             out.append(self._finding(s, e, "hidden_characters", 0.45, "normalisation"))
         if indirect and self._model is not None:
             p, (ws, we) = self._model.scan(norm)
-            if p >= self._model.threshold:
+            t = self.config.classifier_threshold or self._model.threshold
+            if p >= t:
                 s, e = span(ws, we)
-                # Map the calibrated threshold to 0.5 so it combines with heuristic weights.
-                t = self._model.threshold
-                score = 0.5 + 0.5 * (p - t) / (1 - t) if t < 1 else p
+                # Map the threshold to 0.5 so the classifier combines with heuristic weights.
+                score = 0.5 + 0.5 * (p - t) / (1 - t)
                 out.append(self._finding(s, e, "classifier", score, "classifier"))
         if depth > 0:
             for bs, be, enc, decoded in decoded_blobs(text):
