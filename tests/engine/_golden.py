@@ -95,7 +95,9 @@ def build_agents(effects: Effects) -> dict[str, Agent]:
     def lookup_order(order_id: str) -> dict[str, Any]:
         """Look up an order."""
         effects.calls.append(("lookup_order", {"order_id": order_id}))
-        return {"order_id": order_id, "paid": 50.0, "status": "delivered"}
+        # Keys deliberately not sorted: a store that reordered JSON keys would change the
+        # conversation that later input hashes cover, and this journal would stop resuming.
+        return {"status": "delivered", "order_id": order_id, "paid": 50.0}
 
     @tool(effect="write", requires_approval=lambda a: a.amount > 20)
     def refund(order_id: str, amount: float) -> str:
@@ -227,7 +229,8 @@ async def _main() -> None:
     for agent in MODELS:
         data = await record(agent)
         path = GOLDEN_DIR / f"{agent}.json"
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        # Key order kept as recorded: the store keeps it too, and hashes of later steps see it.
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {path} ({len(data['steps'])} steps)", file=sys.stderr)
 
 
