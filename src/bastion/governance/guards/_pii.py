@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bastion.governance.guards._config import PiiConfig
 from bastion.governance.guards._pii_names import (
     find_addresses,
+    find_context_places,
     find_persons,
     find_places,
     load_gazetteer,
@@ -82,6 +83,7 @@ class PiiGuard:
             find_addresses,
             lambda t: find_persons(t, gaz),
             lambda t: find_places(t, gaz),
+            find_context_places,
         ]
         self._priority = dict(PRIORITY)
         if cfg.custom_patterns:
@@ -113,6 +115,7 @@ class PiiGuard:
         found: list[Finding] = []
         for detect in self._detectors:
             found.extend(detect(text))
+        found = _drop_phones_inside_addresses(found)
         keep = [
             f
             for f in found
@@ -121,3 +124,20 @@ class PiiGuard:
             and text[f.start : f.end].casefold() not in self._allow
         ]
         return resolve_overlaps(keep, self._priority)
+
+
+def _drop_phones_inside_addresses(found: list[Finding]) -> list[Finding]:
+    """ "3378 217 Lovers Lane" holds a phone-shaped "3378 217": without phone context words
+    (score below 0.75) it is the house number, not a phone."""
+    addresses = [f for f in found if f.type == "STREET_ADDRESS"]
+    if not addresses:
+        return found
+    return [
+        f
+        for f in found
+        if not (
+            f.type == "PHONE_NUMBER"
+            and f.score < 0.75
+            and any(a.start <= f.start and f.end <= a.end for a in addresses)
+        )
+    ]

@@ -82,7 +82,27 @@ ADDRESS_CORES = [
     ),
     # Apt. 864 · Suite 727 · PSC 0413, Box 8144
     re.compile(rf"(?<![\w\-]){_UNIT} ?#?\d{{1,6}}\b"),
+    # 28030 Edeby 55 · 92597 Jahu 80: house or postal number, street name, number
+    re.compile(
+        rf"(?<![\w\-.,])\d{{3,6}} [{_UP}][\w'\u2019\-]{{2,30}}"
+        rf"(?: [{_UP}][\w'\u2019\-]{{1,30}}){{0,2}} \d{{1,5}}[A-Za-z]?(?![\w.,:/\-]|[.,]\d)"
+    ),
 ]
+# After "lives at", "address:", "ship to" a capitalised name followed by a number is a street.
+_ADDRESS_CONTEXT = re.compile(
+    rf"(?i:\b(?:address(?: is)?|lives? at|living at|located at|ship(?:ped)? to|deliver(?:ed)? to|"
+    rf"send (?:it|this|them) to|moved to|reside at))[:,]? "
+    rf"((?:\d{{1,6}} )?[{_UP}][\w'\u2019\-]{{1,30}}"
+    rf"(?: [{_UP}][\w'\u2019\-]{{1,30}}){{0,3}} \d{{1,5}}[A-Za-z]?)\b"
+)
+# "flew to X", "grew up in X": a capitalised word after a movement or residence verb is a place
+# even when the gazetteer does not know it.
+_PLACE_CONTEXT = re.compile(
+    rf"(?i:\b(?:flew|fly|flying|moved|moving|travel(?:l)?ed|travel(?:l)?ing|went|returned|"
+    rf"relocated|arrived|grew up|born|lives|live|living|located|based|stationed|raised|"
+    rf"originally|vacation(?:ed)?|trip) (?:here |back |up )?(?:to|in|at|from|near))"
+    rf" ((?:the )?[{_UP}][\w'\u2019\-]{{1,30}}(?: [{_UP}][\w'\u2019\-]{{1,30}}){{0,2}})"
+)
 # Tail of an address: ", City", "\nCountry 12345", "Apt. 3", "CO" - bounded, one piece at a time.
 _ADDRESS_TAIL = re.compile(
     rf"[ \t]{{0,3}}(?:,[ \t]{{0,3}}|\n[ \t>]{{0,3}}(?:,[ \t]{{0,3}})?)?(?:{_UNIT} ?#?\d{{1,6}}"
@@ -167,6 +187,16 @@ def find_addresses(text: str) -> list[Finding]:
         else:
             merged.append([s, e])
     return [_finding(s, e, "STREET_ADDRESS", 0.8, "address_grammar") for s, e in merged]
+
+
+def find_context_places(text: str) -> list[Finding]:
+    out = []
+    for m in _PLACE_CONTEXT.finditer(text):
+        start = m.start(1) + (4 if m.group(1).startswith("the ") else 0)
+        out.append(_finding(start, m.end(1), "LOCATION", 0.55, "place_context"))
+    for m in _ADDRESS_CONTEXT.finditer(text):
+        out.append(_finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.75, "address_context"))
+    return out
 
 
 def find_places(text: str, gaz: Gazetteer) -> list[Finding]:

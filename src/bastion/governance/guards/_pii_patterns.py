@@ -217,6 +217,7 @@ NOT_PHONE_CONTEXT = _words(
     "ticket", "case", "isbn", "po", "sku", "version", "zip", "postal", "code", "amount", "total",
     "usd", "eur", "\\$", "€", "£", "card", "iban", "ssn", "pin", "otp",
 )  # fmt: skip
+_DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}(?!\d)")
 _DATE_LIKE = re.compile(r"^\d{4}[\-./]\d{1,2}[\-./]\d{1,2}$|^\d{1,2}[\-./]\d{1,2}[\-./]\d{2,4}$")
 
 
@@ -243,8 +244,10 @@ def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
     for m in PHONE_RE.finditer(text):
         cand = m.group()
         digits = sum(ch.isdigit() for ch in cand)
-        if not (7 <= digits <= 15) or _DATE_LIKE.match(cand):
+        if not (7 <= digits <= 15) or _DATE_LIKE.match(cand) or _DATE_PREFIX.match(cand):
             continue
+        if text[m.end() : m.end() + 1] == ":":
+            continue  # "2020-06-20 14:11": a timestamp
         has_format = cand.startswith("+") or "(" in cand or any(c in cand for c in " .-")
         if not has_format and not _context(text, m.start(), PHONE_CONTEXT):
             continue  # a bare run of digits is an id unless someone calls it a number
