@@ -1,5 +1,5 @@
-"""Two worker processes on one PostgreSQL store: a run is never executed by two workers at
-once, every effect happens once, and a killed worker's run is finished by the other once its
+"""Two worker processes on one store: a run is never executed by two workers at once, every
+effect happens once, and (PostgreSQL) a killed worker's run is finished by the other once its
 lease expires."""
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from _crash_worker import build_agents, read_lines
 from bastion.core.records import RunStatus
 from bastion.engine import Engine
 from bastion.store import Store
-
-pytestmark = pytest.mark.postgres
 
 POOL_WORKER = Path(__file__).with_name("_pool_worker.py")
 
@@ -88,9 +86,10 @@ def _intervals(effects: Path) -> dict[str, list[tuple[float, float, str, str]]]:
     return by_run
 
 
-async def test_two_workers_never_run_the_same_run_at_once(pg_database: str, tmp_path: Path) -> None:
-    store = await Store.open(pg_database)
-    pool = Pool(pg_database, tmp_path)
+async def test_two_workers_never_run_the_same_run_at_once(store_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL (SKIP LOCKED) and on one SQLite file shared by two processes."""
+    store = await Store.open(store_url)
+    pool = Pool(store_url, tmp_path)
     try:
         engine = Engine(store=store, complete=_never_called, agents=build_agents(pool.effects))
         run_ids = [(await engine.submit("shipper", f"order {i}")).id for i in range(20)]
@@ -121,6 +120,7 @@ async def test_two_workers_never_run_the_same_run_at_once(pg_database: str, tmp_
         await store.close()
 
 
+@pytest.mark.postgres
 async def test_a_killed_workers_run_is_resumed_by_the_other(
     pg_database: str, tmp_path: Path
 ) -> None:
