@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/sandbox_bench.py [--n 200] [--seconds 10]``. Print
 the machine noted. Three figures:
 
 * warm: a pre-isolated sandbox is waiting (the pool had time to refill); time of ``execute()``.
-* cold: no pool; each call builds its sandbox (fresh interpreter, namespaces, mounts, filters).
+* cold: no pool; each call builds its sandbox (namespaces, mounts, filters), either forked from
+  the zygote (the default) or from a freshly executed interpreter (``zygote=False``).
 * throughput: 2 concurrent callers for ``--seconds`` against a pool of 2; executions per second
   and the latency they saw (the pool refills in the background while they run).
 
@@ -50,8 +51,8 @@ async def warm(n: int) -> tuple[list[float], int]:
     return samples, not_warm
 
 
-async def cold(n: int) -> list[float]:
-    async with NamespaceSandbox(NamespaceOptions(pool_size=0)) as sb:
+async def cold(n: int, zygote: bool) -> list[float]:
+    async with NamespaceSandbox(NamespaceOptions(pool_size=0, zygote=zygote)) as sb:
         return [await _one(sb) for _ in range(n)]
 
 
@@ -84,17 +85,23 @@ async def main() -> None:
     # Other work on the machine shows up in every figure: say how busy it was.
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     warm_samples, _ = await warm(args.n)
-    cold_samples = await cold(args.n)
+    cold_zygote = await cold(args.n, zygote=True)
+    cold_exec = await cold(args.n, zygote=False)
     count, tp_samples, elapsed = await throughput(args.seconds, callers=2)
 
-    print(f"\n{'case':<34}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
-    for name, s in (("warm pool (print(1))", warm_samples), ("cold (print(1))", cold_samples)):
+    print(f"\n{'case':<36}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
+    rows = (
+        ("warm pool (print(1))", warm_samples),
+        ("cold, zygote fork (print(1))", cold_zygote),
+        ("cold, fresh interpreter (print(1))", cold_exec),
+    )
+    for name, s in rows:
         print(
-            f"{name:<34}{len(s):>6}{_pct(s, 0.5):>10.2f}{_pct(s, 0.95):>10.2f}"
+            f"{name:<36}{len(s):>6}{_pct(s, 0.5):>10.2f}{_pct(s, 0.95):>10.2f}"
             f"{statistics.mean(s) * 1000:>10.2f}"
         )
     print(
-        f"{'2 concurrent callers, pool of 2':<34}{count:>6}{_pct(tp_samples, 0.5):>10.2f}"
+        f"{'2 concurrent callers, pool of 2':<36}{count:>6}{_pct(tp_samples, 0.5):>10.2f}"
         f"{_pct(tp_samples, 0.95):>10.2f}{statistics.mean(tp_samples) * 1000:>10.2f}"
     )
     print(

@@ -38,10 +38,11 @@ app = typer.Typer(
 async def _execute(
     code: str, files: dict[str, bytes], outputs: list[str], limits: Limits, precheck: bool
 ) -> ExecResult:
-    inner = NamespaceSandbox(NamespaceOptions(pool_size=0, default_limits=limits))
+    # One execution: no pool and no zygote to start. Not calling start() skips only the
+    # probe sandbox; the execution's own sandbox fails closed the same way.
+    inner = NamespaceSandbox(NamespaceOptions(pool_size=0, zygote=False, default_limits=limits))
     sandbox = GuardedSandbox(inner, PrecheckPolicy(mode="block" if precheck else "off"))
     try:
-        await inner.start()
         return await sandbox.execute(code, files=files, outputs=outputs, limits=limits)
     finally:
         await sandbox.aclose()
