@@ -154,43 +154,67 @@ async def test_cancel_stops_a_running_run(store: Store) -> None:
     assert await Worker(engine).run_once(run.id) is None
 
 
+class SqliteLockHolder:
+    """Another process's long write: a second sqlite3 connection holds the write lock."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self.path = path
+        self.seconds = seconds
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self._thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        other = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE runs SET tenant = tenant")
+            self.held.set()
+            time.sleep(self.seconds)
+            other.execute("COMMIT")
+            self.released.set()
+        finally:
+            other.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self.held.wait(10)
+
+    def join(self) -> None:
+        self._thread.join()
+        assert self.released.is_set(), "the lock holder never committed"
+
+
 async def test_a_held_sqlite_write_lock_is_waited_out_not_surfaced(
     sqlite_url: str, tmp_path: Path
 ) -> None:
+    db = tmp_path / "bastion.db"
+    holders: list[SqliteLockHolder] = []
     store = await Store.open(sqlite_url)
     try:
         model = scripted(reply(None, call("ping", {})), reply("pong"))
 
         @tool(effect="read")
         def ping() -> str:
+            # While the tool runs, another process takes the write lock: the journal's next
+            # commit finds the database locked.
+            holder = SqliteLockHolder(db, 0.3)
+            holders.append(holder)
+            holder.start()
             return "pong"
 
         engine = make_engine(store, [Agent(name="ops", tools=[ping])], model)
         run = await engine.submit("ops", "ping")
 
-        held = threading.Event()
-        released: list[float] = []
-
-        def hold_lock() -> None:
-            other = sqlite3.connect(tmp_path / "bastion.db", isolation_level=None)
-            try:
-                other.execute("BEGIN IMMEDIATE")
-                other.execute("UPDATE runs SET tenant = tenant")
-                held.set()
-                time.sleep(0.5)
-                released.append(time.monotonic())
-                other.execute("COMMIT")
-            finally:
-                other.close()
-
-        holder = threading.Thread(target=hold_lock)
-        holder.start()
-        try:
-            assert await asyncio.to_thread(held.wait, 10)
-            done = await run_to_stop(engine, run.id)
-        finally:
+        # The lock is held when the worker claims the run, too.
+        first = SqliteLockHolder(db, 0.3)
+        holders.append(first)
+        await asyncio.to_thread(first.start)
+        done = await run_to_stop(engine, run.id)
+        for holder in holders:
             await asyncio.to_thread(holder.join)
-        assert released, "the lock holder never released"
+
+        assert len(holders) == 2
         assert done.status is RunStatus.COMPLETED, done.error
         assert done.output == "pong"
         model.assert_complete()
