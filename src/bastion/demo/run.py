@@ -32,6 +32,7 @@ from rich.text import Text
 
 from bastion.app import Bastion
 from bastion.cli._render import render_run
+from bastion.core.errors import BastionError
 from bastion.core.records import Run, RunStatus, StepStatus, WaitReason
 from bastion.demo._report import Checks, summary
 from bastion.demo._setup import (
@@ -48,6 +49,11 @@ from bastion.demo.tools import APPROVAL_THRESHOLD
 
 REVIEWER = "demo-reviewer"
 OPERATOR = "demo-operator"
+
+
+class DemoAborted(BastionError):
+    code = "demo_aborted"
+    default_hint = "Check the model name, its provider settings and its API key."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +148,15 @@ class _Driver:
         self.out.print(f"customer: {STATUS_QUESTION}")
         run = await self.bastion.run(AGENT_NAME, STATUS_QUESTION)
         run = await self.show(run.id)
+        error = run.error or {}
+        if run.status is RunStatus.DEAD_LETTER and str(error.get("code")).startswith(
+            ("provider", "circuit")
+        ):
+            # Nothing after this can work: say why once, instead of five failed phases.
+            raise DemoAborted(
+                f"the model did not answer: {error.get('code')}: {error.get('message')}",
+                hint=error.get("hint") or None,
+            )
         self.checks.expect(run.status is RunStatus.COMPLETED, "the run completed")
         tools = [s.name for s in await self.bastion.steps(run.id) if s.kind.value == "tool"]
         self.checks.expect(tools == ["search_orders"], "it called search_orders once")
