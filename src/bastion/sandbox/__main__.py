@@ -2,4 +2,5 @@
 
 from bastion.sandbox.cli import app
 
-app(prog_name="bastion sandbox")
+if __name__ == "__main__":
+    app(prog_name="bastion sandbox")

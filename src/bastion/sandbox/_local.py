@@ -1,9 +1,10 @@
 """The default backend: Linux namespaces, seccomp and Landlock, with a pool of warm sandboxes.
 
-Owns: starting sandbox processes (fresh interpreters running ``_child.py``), the worker's half of
-their setup (uid maps when the worker is root), the pool, and turning one execution into an
-``ExecResult`` (output caps, the wall-clock kill, reasons). Does not own: what happens inside
-the sandbox (``_child.py``) or the seccomp deny list (``_seccomp.py``).
+Owns: the read-only view a sandbox gets, the worker's half of a sandbox's setup (its config,
+the uid maps when the worker is root), the pool, and turning one execution into an
+``ExecResult`` (output caps, the wall-clock kill, reasons). Does not own: launching processes
+(``_spawn.py``), what happens inside the sandbox (``_child.py``, ``_child_run.py``) or the
+seccomp deny list (``_seccomp.py``).
 
 Why not bubblewrap: a warm pool needs a sandbox that is already isolated *before* it knows its
 code, and that waits on a socket; and when the worker runs as root, bubblewrap maps the sandbox
@@ -119,7 +120,14 @@ def build_view(opts: NamespaceOptions) -> dict[str, Any]:
 
     for d in ("/usr/lib", "/usr/lib64", "/usr/share/zoneinfo"):
         ro(d)
-    ro(os.path.realpath(sys.base_prefix))
+    prefix = os.path.realpath(sys.base_prefix)
+    if prefix in ("/", "/usr"):
+        # A system interpreter: its library is under /usr/lib already; never bind all of /usr.
+        paths = sysconfig.get_paths()
+        ro(os.path.realpath(paths["stdlib"]))
+        ro(os.path.realpath(paths["platstdlib"]))
+    else:
+        ro(prefix)  # at the same path: the interpreter finds its library from its own location
     symlinks: list[list[str]] = []
     for top in ("/lib", "/lib64"):
         if os.path.islink(top):
@@ -154,7 +162,8 @@ class _ResultFrame(BaseModel):
 
 
 class NamespaceSandbox:
-    """The default ``Sandbox``: isolated fresh interpreters, pre-warmed, used once each."""
+    """The default ``Sandbox``: isolated processes (never forks of the worker), pre-warmed,
+    each used for exactly one execution."""
 
     backend = "namespaces"
 
@@ -169,6 +178,7 @@ class NamespaceSandbox:
         self._reaps: set[asyncio.Task[None]] = set()  # reaping the used: awaited on close
         self._closed = False
         self._zygote: Zygote | None = None
+        self._zygote_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._map_by_parent = os.geteuid() == 0
         self.landlock_abi = 0  # as reported by the last sandbox that became ready
@@ -278,15 +288,22 @@ class NamespaceSandbox:
     # ---- spawning -----------------------------------------------------------------------------
 
     async def _launch(self) -> Launched:
-        if self._zygote is not None:
-            try:
-                return await self._zygote.launch()
-            except SandboxCrashed:
-                # A dead zygote is replaced once; a second failure is the operator's to see.
-                await self._zygote.close()
-                self._zygote = await self._start_zygote()
-                return await self._zygote.launch()
-        return await exec_launch(self._python, SANDBOX_ENV)
+        zygote = self._zygote
+        if zygote is None:
+            return await exec_launch(self._python, SANDBOX_ENV)
+        try:
+            return await zygote.launch()
+        except SandboxCrashed:
+            # A dead zygote is replaced once (by whichever caller gets here first); a second
+            # failure is the operator's to see.
+            async with self._zygote_lock:
+                if self._zygote is zygote:
+                    await zygote.close()
+                    self._zygote = await self._start_zygote()
+                current = self._zygote
+            if current is None:
+                raise
+            return await current.launch()
 
     async def _start_zygote(self) -> Zygote:
         zygote = Zygote(self._python, SANDBOX_ENV, list(self._opts.preload))
@@ -367,7 +384,7 @@ class NamespaceSandbox:
             )
         t_setup = time.perf_counter()
         proc, warm = await self._acquire(limits)
-        setup = time.perf_counter() - t_setup if not warm else 0.0
+        setup = time.perf_counter() - t_setup
         try:
             return await self._run(proc, code, payload, patterns, limits, warm, setup)
         finally:
@@ -429,8 +446,10 @@ class NamespaceSandbox:
         finally:
             wall = time.perf_counter() - t0
             proc.kill()
-            result_task.cancel()
-            overflow_task.cancel()
+            for task in (result_task, overflow_task):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a lost sandbox is reported, not logged
+                task.cancel()
             await asyncio.wait(tasks, timeout=_DRAIN_TIMEOUT)
             for t in tasks:
                 t.cancel()

@@ -54,7 +54,7 @@ class Timing(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     wall_seconds: float  # from handing the code over to its result
-    setup_seconds: float  # waiting for a sandbox (0 when a warm one was ready)
+    setup_seconds: float  # getting a sandbox: ~0 when a warm one was ready
     warm: bool  # taken from the pre-isolated pool
 
 
