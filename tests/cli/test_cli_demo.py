@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from bastion.cli import app
+
 
 def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
@@ -36,3 +40,18 @@ def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
     assert "every check held" in out
     assert "✘" not in out
     assert (tmp_path / "shop.db").exists() and (tmp_path / "bastion.db").exists()
+
+
+def test_demo_stops_with_one_error_when_the_model_cannot_answer(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        "models:\n"
+        "  providers: {dead: {kind: openai, base_url: 'http://127.0.0.1:1/v1'}}\n"
+        "  retry: {max_attempts: 1}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "demo", "--dir", str(tmp_path), "--model", "dead:x"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error[demo_aborted]: the model did not answer: provider_")
