@@ -116,6 +116,10 @@ def test_dlq_list_show_and_replay(runner: CliRunner, populated: Populated) -> No
     _, out, _ = cli(runner, populated, "runs", "show", populated.dead, "--json")
     run = json.loads(out)["run"]
     assert run["status"] == "pending" and run["overrides"] == {"1": {"x": 2}}
+    _, out, _ = cli(runner, populated, "runs", "show", populated.dead)
+    assert "1 steps archived by a replay" in out
+    _, out, _ = cli(runner, populated, "runs", "show", populated.dead, "--archived")
+    assert "archived steps (before a replay)" in out and "boom 1" in out
 
 
 def test_dlq_replay_of_a_healthy_run_is_refused(runner: CliRunner, populated: Populated) -> None:

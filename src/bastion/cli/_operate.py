@@ -19,6 +19,7 @@ from bastion.cli._render import (
     run_json,
     runs_table,
     short,
+    steps_table,
     when,
 )
 from bastion.core.errors import UserError
@@ -53,25 +54,37 @@ def runs_list(
         console.print(runs_table(runs))
 
 
-def _load_run(bastion: Bastion, run_id: str) -> tuple[Run, list[Step], int]:
-    async def load() -> tuple[Run, list[Step], int]:
+def _load_run(bastion: Bastion, run_id: str) -> tuple[Run, list[Step], list[Step]]:
+    async def load() -> tuple[Run, list[Step], list[Step]]:
         run = await bastion.get_run(run_id)
         steps = await bastion.steps(run_id)
         archived = await bastion.store.get_steps(run_id, archived=True)
-        return run, steps, len(archived)
+        return run, steps, archived
 
     return bastion.call_sync(load())
 
 
 @runs_app.command("show")
-def runs_show(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> None:
+def runs_show(
+    ctx: typer.Context,
+    run_id: RunId,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Also list the steps a replay archived.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """A run and its step timeline: what happened, in order, with decisions and waits."""
     with session(ctx) as bastion:
-        run, steps, archived = _load_run(bastion, run_id)
+        run, steps, old = _load_run(bastion, run_id)
     if as_json:
-        print_json(run_json(run, steps))
-    else:
-        render_run(console, run, steps, archived=archived)
+        data = run_json(run, steps)
+        if archived:
+            data["archived_steps"] = [s.model_dump(mode="json") for s in old]
+        print_json(data)
+        return
+    render_run(console, run, steps, archived=0 if archived else len(old))
+    if archived and old:
+        console.print(steps_table(run, old, title="archived steps (before a replay)", live=False))
 
 
 def cancel(
@@ -124,13 +137,13 @@ def dlq_list(
 def dlq_show(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> None:
     """A dead-lettered run: its errors (with hints) and its step timeline."""
     with session(ctx) as bastion:
-        run, steps, archived = _load_run(bastion, run_id)
+        run, steps, old = _load_run(bastion, run_id)
         letters = bastion.call_sync(bastion.store.list_dead_letters(include_resolved=True))
     mine = [d for d in letters if d.run_id == run_id]
     if as_json:
         print_json({**run_json(run, steps), "dead_letters": [dead_letter_json(d) for d in mine]})
         return
-    render_run(console, run, steps, archived=archived)
+    render_run(console, run, steps, archived=len(old))
     for d in sorted(mine, key=lambda d: d.seq):
         state = f"resolved: {d.resolution}" if d.resolved_at else "open"
         console.print(

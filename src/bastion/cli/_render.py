@@ -115,7 +115,8 @@ def _detail(step: Step) -> Text:
     return Text(text, style="red" if failed else "")
 
 
-def steps_table(run: Run, steps: list[Step], *, title: str = "steps") -> Table:
+def steps_table(run: Run, steps: list[Step], *, title: str = "steps", live: bool = True) -> Table:
+    """One row per step; ``live`` marks the step the run waits at (not for archived steps)."""
     table = Table(title=title, title_justify="left", expand=True)
     for column in ("#", "kind", "name", "status", "time", "try"):
         table.add_column(column, no_wrap=True)
@@ -125,7 +126,7 @@ def steps_table(run: Run, steps: list[Step], *, title: str = "steps") -> Table:
             step.status.value,
             style={"completed": "green", "failed": "red"}.get(step.status.value, "cyan"),
         )
-        if run.waiting_step == step.step_no and run.wait_reason is not None:
+        if live and run.waiting_step == step.step_no and run.wait_reason is not None:
             status = Text(f"waiting: {run.wait_reason.value}", style="yellow")
         table.add_row(
             str(step.step_no),
@@ -176,7 +177,9 @@ def render_run(out: Console, run: Run, steps: list[Step], *, archived: int = 0) 
         out.print(Text(f"leased by {run.lease_owner} until {when(run.lease_expires_at)}"))
     out.print(steps_table(run, steps))
     if archived:
-        out.print(f"({archived} archived steps from before a replay are kept in the archive)")
+        out.print(
+            f"({archived} steps archived by a replay: `bastion runs show {run.id} --archived`)"
+        )
 
 
 def run_json(run: Run, steps: list[Step]) -> dict[str, Any]:
