@@ -159,11 +159,14 @@ def run_pii(samples: list[PiiSample]) -> None:
 def run_injection(per_attack: int | None) -> None:
     guard = InjectionGuard()
     print("\nPrompt injection (test splits; BIPIA attacks inserted at start/middle/end)")
-    print(f"  {'data set':<40}{'recall':>18}{'FPR':>18}{'ms/KB':>8}")
+    print(f"  {'data set':<40}{'recall':>18}{'FPR':>18}{'ms/KB':>8}{'cpu ms/KB':>11}")
     for rate in injection_suite(lambda t, c: bool(guard.scan(t, c)), DATA, per_attack=per_attack):
         recall = f"{rate.recall:.3f} ({rate.detected}/{rate.attacks})"
         fpr = f"{rate.fpr:.3f} ({rate.false_positives}/{rate.benign})" if rate.benign else "-"
-        print(f"  {rate.name:<40}{recall:>18}{fpr:>18}{rate.ms_per_kb:>8.3f}")
+        print(
+            f"  {rate.name:<40}{recall:>18}{fpr:>18}{rate.ms_per_kb:>8.3f}"
+            f"{rate.cpu_ms_per_kb:>11.3f}"
+        )
 
 
 def main() -> int:

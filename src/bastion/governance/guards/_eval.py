@@ -229,6 +229,7 @@ class DetectionRate:
     false_positives: int
     kilobytes: float
     seconds: float
+    cpu_seconds: float
 
     @property
     def recall(self) -> float:
@@ -242,6 +243,11 @@ class DetectionRate:
     def ms_per_kb(self) -> float:
         return 1000 * self.seconds / self.kilobytes if self.kilobytes else 0.0
 
+    @property
+    def cpu_ms_per_kb(self) -> float:
+        """CPU time of this process per KB: stable on a shared, busy machine."""
+        return 1000 * self.cpu_seconds / self.kilobytes if self.kilobytes else 0.0
+
 
 def detection_rate(
     name: str,
@@ -253,12 +259,13 @@ def detection_rate(
     ctx = ScanContext(boundary=boundary)
     n_att = n_det = n_ben = n_fp = 0
     chars = 0
-    seconds = 0.0
+    seconds = cpu = 0.0
     for texts, is_attack in ((attacks, True), (benign, False)):
         for text in texts:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             hit = flagged(text, ctx)
             seconds += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             chars += len(text.encode("utf-8"))
             if is_attack:
                 n_att += 1
@@ -266,7 +273,7 @@ def detection_rate(
             else:
                 n_ben += 1
                 n_fp += hit
-    return DetectionRate(name, boundary, n_att, n_det, n_ben, n_fp, chars / 1024, seconds)
+    return DetectionRate(name, boundary, n_att, n_det, n_ben, n_fp, chars / 1024, seconds, cpu)
 
 
 def injection_suite(

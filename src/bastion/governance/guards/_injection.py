@@ -119,8 +119,17 @@ RULES: tuple[Rule, ...] = (
     ),
     _r(
         "secret_object",
-        r"\b(?:the|your|our|system|admin|master|secret)\s(?:password|passcode|passphrase|"
+        r"\b(?:the|your|our|system|admin|master|secret|la|il|le|el|das|die|tu|su|votre|ton|"
+        r"dein|ihr)\s(?:password|passcode|passphrase|"
         r"secret key|secret code|secret word|api key|pin code|access code|credentials)\b",
+        0.5,
+        0.6,
+    ),
+    _r(
+        "secret_word_multilingual",
+        r"\b(?:contraseña|clave secreta|mot de passe|senha|passwort|kennwort|parola d'ordine|"
+        r"wachtwoord|hasło|lösenord|adgangskode|пароль|секретн\w{0,4} ключ)|비밀번호|암호|"
+        r"パスワード|密码|密碼|口令|كلمة (?:السر|المرور)|पासवर्ड",
         0.5,
         0.6,
     ),
@@ -321,6 +330,11 @@ ANCHORS: dict[str, tuple[str, ...]] = {
                           "secret key", "api key", "location", "live"),
     "third_party_data": ("user", "customer", "employee", "patient"),
     "secret_object": ("pass", "secret", "api key", "pin code", "access code", "credentials"),
+    "secret_word_multilingual": ("contraseña", "clave secreta", "mot de passe", "senha",
+                                 "passwort", "kennwort", "parola d'ordine", "wachtwoord",
+                                 "hasło", "lösenord", "adgangskode", "пароль", "секретн",
+                                 "비밀번호", "암호", "パスワード", "密码", "密碼", "口令",
+                                 "كلمة", "पासवर्ड"),
     "obfuscated_output": ("revers", "backwards", "separated by", "acrostic", "first letter",
                           "pig latin", "base64", "encode", "morse", "interlace"),
     "payload_split": ("+", "strings", "concatenat"),
@@ -481,7 +495,13 @@ class InjectionGuard:
                 score = 0.5 + 0.5 * (p - t) / (1 - t)
                 out.append(self._finding(s, e, "classifier", score, "classifier"))
         if depth > 0:
-            for bs, be, enc, decoded in decoded_blobs(text):
+            blobs = decoded_blobs(text)
+            if blobs:
+                # Readable text hidden in an encoding is worth a little on its own.
+                bs, be = span(blobs[0][0], blobs[0][1])
+                weight = 0.4 if indirect else 0.3
+                out.append(self._finding(bs, be, "encoded_payload", weight, "normalisation"))
+            for bs, be, enc, decoded in blobs:
                 pin = offset or (bs, be)
                 inner = self._scan(decoded, indirect, depth - 1, pin)
                 for f in inner:

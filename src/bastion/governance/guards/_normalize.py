@@ -28,6 +28,7 @@ _CONFUSABLES = str.maketrans(
     "ABESIJKMHOPCTXYaeijopcxysdqwlABEZHIKMNOPTYXoav",
 )
 
+_WORDS = re.compile(r"\w{1,200}")
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
 # Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
@@ -50,14 +51,23 @@ def normalise(text: str) -> tuple[str, Hidden]:
     bidi = len(_BIDI.findall(text))
     cleaned = _BIDI.sub("", _INVISIBLE.sub("", text)) if invisible or bidi else text
     folded = unicodedata.normalize("NFKC", cleaned)
-    latin = folded.translate(_CONFUSABLES)
+    if folded.isascii():
+        return folded, Hidden(invisible=invisible, bidi=bidi, confusable=0)
     confusable = 0
-    if latin != folded:
-        # Only count look-alikes mixed into Latin words; plain Greek or Russian text is fine.
-        for word in re.findall(r"\w+", folded):
-            if word.translate(_CONFUSABLES) != word and any("a" <= c.lower() <= "z" for c in word):
-                confusable += 1
-    return latin, Hidden(invisible=invisible, bidi=bidi, confusable=confusable)
+
+    def fold_mixed(m: re.Match[str]) -> str:
+        # Only words that mix look-alikes into Latin letters are disguised English; a plain
+        # Greek or Russian word stays as it is (the multilingual rules need it intact).
+        nonlocal confusable
+        word = m.group()
+        latin = word.translate(_CONFUSABLES)
+        if latin != word and any("a" <= c.lower() <= "z" for c in word):
+            confusable += 1
+            return latin
+        return word
+
+    out = _WORDS.sub(fold_mixed, folded)
+    return out, Hidden(invisible=invisible, bidi=bidi, confusable=confusable)
 
 
 def _printable_ratio(s: str) -> float:
