@@ -24,7 +24,7 @@ def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "is waiting for a human (approval_required): issue_refund" in out
+    assert "is waiting for a human (approval_required): issue_refund({" in out
     assert "approved by demo-reviewer" in out
     assert "now kills itself with SIGKILL" in out
     assert "the worker died by SIGKILL" in out

@@ -19,6 +19,7 @@ real model may choose another path. ``run_demo`` returns whether everything held
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import tempfile
@@ -181,8 +182,10 @@ class _Driver:
         reason = run.wait_reason.value if run.wait_reason else "?"
         if run.wait_reason is not None:
             self.waits.append((run.id, run.wait_reason))
+        proposed = step.input.get("arguments") if isinstance(step.input, dict) else step.input
         self.out.print(
-            f"⏸ run {run.id} is waiting for a human ({reason}): {step.name} {step.input}",
+            f"⏸ run {run.id} is waiting for a human ({reason}): "
+            f"{step.name}({json.dumps(proposed)})",
             style="yellow",
         )
         if run.wait_reason is not WaitReason.OUTCOME_UNKNOWN:
