@@ -24,6 +24,8 @@ class Checks:
         self._out = out
         self._strict = strict
         self.failed: list[str] = []
+        #: Expectations a real model did not meet (not failures: it may take another path).
+        self.missed: list[str] = []
 
     def expect(self, ok: bool, what: str, *, safety: bool = False) -> bool:
         if ok:
@@ -32,6 +34,7 @@ class Checks:
             self._out.print(Text(f"  ✘ {what}", style="red"))
             self.failed.append(what)
         else:
+            self.missed.append(what)
             note = f"  ~ not this time: {what} (the model chose otherwise)"
             self._out.print(Text(note, style="yellow"))
         return ok

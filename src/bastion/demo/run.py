@@ -113,7 +113,14 @@ async def _demo(
     if checks.failed:
         out.print(f"demo failed: {len(checks.failed)} check(s) did not hold", style="red bold")
         return False
-    out.print("demo finished: every check held", style="green bold")
+    if checks.missed:
+        out.print(
+            f"demo finished: every safety check held; the model took another path than the "
+            f"script in {len(checks.missed)} place(s)",
+            style="green bold",
+        )
+    else:
+        out.print("demo finished: every check held", style="green bold")
     return True
 
 
