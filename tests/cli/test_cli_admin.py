@@ -155,3 +155,12 @@ def test_an_unreachable_store_is_one_line_and_exit_1(runner: CliRunner, tmp_path
     assert result.exit_code == 1
     assert result.stderr.startswith("error[store_unavailable]: ")
     assert "Traceback" not in result.output
+
+
+def test_help_lists_every_command(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("runs", "review", "dlq", "cancel", "worker", "db", "config", "demo"):
+        assert command in result.stdout
+    # Optional components appear either mounted or as "not installed" stubs, never missing.
+    assert "sandbox" in result.stdout and "guard" in result.stdout
