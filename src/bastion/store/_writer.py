@@ -146,7 +146,12 @@ class Write:
     def step_arrays(self) -> list[list[Any]]:
         """One array per step column (for ``unnest``); a step listed twice keeps its last
         version, as consecutive upserts would (one statement may not update a row twice)."""
-        last = {(row["run_id"], row["step_no"]): row for row in self.step_rows}
+        last: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in self.step_rows:
+            key = (row["run_id"], row["step_no"])
+            seen = last.get(key)
+            # An upsert keeps the first started_at (it is not in the updated columns).
+            last[key] = row if seen is None else {**row, "started_at": seen["started_at"]}
         return [[row[c] for row in last.values()] for c in _STEP_ALL]
 
 
