@@ -51,6 +51,12 @@ async def noop() -> str:
     return "ok"
 
 
+@tool(effect="none", name="noop")
+def noop_sync() -> str:
+    """Do nothing, as a plain function (the engine runs it in a worker thread)."""
+    return "ok"
+
+
 def _model_for(steps: int) -> FunctionModel:
     """Tool calls until ``steps`` journal rows will exist after the final answer."""
     tool_turns = max(0, (steps - 2) // 2)
@@ -146,13 +152,19 @@ class DiskProbe:
 
 
 async def one_run(
-    store: Store, size: int, probe: DiskProbe, timed: Timed, profiler: cProfile.Profile | None
+    store: Store,
+    size: int,
+    probe: DiskProbe,
+    timed: Timed,
+    profiler: cProfile.Profile | None,
+    *,
+    sync_tool: bool = False,
 ) -> Sample:
     model = _model_for(size)
     agent = Agent(
         name="bench",
         model="function:bench",
-        tools=[noop],
+        tools=[noop_sync if sync_tool else noop],
         limits=Limits(max_turns=size + 10, max_wall_seconds=3600.0),
     )
     router = ModelRouter({"function": model})
@@ -186,6 +198,7 @@ async def one_run(
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting (event loop idle: DB thread or server)", ("'poll' of 'select.epoll",)),
     ("socket send/recv", ("of '_socket.socket'",)),
+    ("sqlite3 (C, statements)", ("'sqlite3.Connection'", "'sqlite3.Cursor'")),
     ("sqlalchemy (+ greenlet)", ("/sqlalchemy/", "greenlet")),
     ("driver (aiosqlite / asyncpg, Python side)", ("/aiosqlite/", "/asyncpg/", "asyncpg.")),
     ("thread hand-off", ("/concurrent/", "_queue.", "_thread.", "/threading.py")),
@@ -269,25 +282,34 @@ async def postgres_store(url: str) -> AsyncIterator[tuple[Store, Path | None]]:
             await conn.close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    sizes: list[int]
+    reps: int
+    pg_url: str
+    sync_tool: bool
+
+
 async def bench_backend(
-    backend: str, sizes: list[int], reps: int, pg_url: str, log: Callable[[str], None]
+    backend: str, opts: Options, log: Callable[[str], None]
 ) -> tuple[list[Row], list[str]]:
-    opener = sqlite_store() if backend == "sqlite" else postgres_store(pg_url)
+    opener = sqlite_store() if backend == "sqlite" else postgres_store(opts.pg_url)
     rows: list[Row] = []
     top: list[str] = []
+    sync = opts.sync_tool
     async with opener as (store, path):
         probe = DiskProbe(store, path)
         timed = Timed(store)
         for _ in range(3):  # warm-up: imports, statement caches, connections, page cache
-            await one_run(store, 50, probe, timed, None)
-        for size in sizes:
+            await one_run(store, 50, probe, timed, None, sync_tool=sync)
+        for size in opts.sizes:
             row = Row(backend=backend, size=size)
-            for _ in range(reps):
-                row.samples.append(await one_run(store, size, probe, timed, None))
+            for _ in range(opts.reps):
+                row.samples.append(await one_run(store, size, probe, timed, None, sync_tool=sync))
             profiler = cProfile.Profile()
-            sample = await one_run(store, size, probe, timed, profiler)
+            sample = await one_run(store, size, probe, timed, profiler, sync_tool=sync)
             row.profile = breakdown(profiler, sample.steps)
-            if size == max(sizes):
+            if size == max(opts.sizes):
                 top = top_functions(profiler)
             rows.append(row)
             ms = row.median(lambda s: s.seconds / s.steps) * 1e3
@@ -338,8 +360,13 @@ async def machine(pg_url: str | None) -> list[str]:
 
 
 def render(
-    rows: list[Row], machine_lines: list[str], tops: dict[str, list[str]], command: str
+    rows: list[Row],
+    machine_lines: list[str],
+    tops: dict[str, list[str]],
+    command: str,
+    sync_tool: bool,
 ) -> str:
+    tool_kind = "a plain (sync) function, run in a worker thread" if sync_tool else "async"
     out = ["# Engine overhead per journal step", ""]
     out += [
         f"Command: `{command}`  ",
@@ -347,7 +374,8 @@ def render(
         "",
         *machine_lines,
         "",
-        "Scripted function model, a no-op async tool (effect `none`), react mode. ms/step is "
+        f"Scripted function model, a no-op tool ({tool_kind}; effect `none`), react mode. "
+        "ms/step is "
         "the wall time of `Worker.run_once` (claim, read journal, execute to completion, read "
         "back) over the steps stored; median of the repetitions after a warm-up. journal B/step "
         "is `Store.journal_bytes` / steps; disk B/step is the growth of the database (SQLite: "
@@ -391,20 +419,32 @@ async def main() -> None:
     parser.add_argument("--sizes", default="50,200,1000")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--sync-tool", action="store_true", help="a plain-function no-op tool")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    sizes = [int(s) for s in args.sizes.split(",")]
-    pg_url = os.environ.get("BASTION_BENCH_POSTGRES_URL", DEFAULT_PG)
+    opts = Options(
+        sizes=[int(s) for s in args.sizes.split(",")],
+        reps=args.reps,
+        pg_url=os.environ.get("BASTION_BENCH_POSTGRES_URL", DEFAULT_PG),
+        sync_tool=args.sync_tool,
+    )
+    load_before = os.getloadavg()
     rows: list[Row] = []
     tops: dict[str, list[str]] = {}
     for backend in backends:
         if backend not in ("sqlite", "postgres"):
             parser.error(f"unknown backend {backend!r}")
-        got, top = await bench_backend(backend, sizes, args.reps, pg_url, print)
+        got, top = await bench_backend(backend, opts, print)
         rows += got
         tops[backend] = top
     command = "python bench/engine_bench.py " + " ".join(sys.argv[1:])
-    report = render(rows, await machine(pg_url if "postgres" in backends else None), tops, command)
+    lines = await machine(opts.pg_url if "postgres" in backends else None)
+    load_after = os.getloadavg()
+    lines.append(
+        f"- Load average (1 min) before / after the bench: {load_before[0]:.2f} / "
+        f"{load_after[0]:.2f} (the machine is shared; figures move with it)"
+    )
+    report = render(rows, lines, tops, command, opts.sync_tool)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
