@@ -267,6 +267,15 @@ RULES: tuple[Rule, ...] = (
         0.75,
     ),
     _r(
+        "alter_your_answer",
+        r"\b(?:modify|augment|enhance|amend|alter|adjust|tweak|provide|render|rearrange|scramble|"
+        r"remove|group|format|rewrite|phrase|structure|present|deliver|encode|end|begin|start|"
+        r"conclude|finish|sign)\b[^.\n]{0,40}?\byour (?:reply|response|answer|output|"
+        r"completion|summary)\b",
+        0.2,
+        0.65,
+    ),
+    _r(
         "inject_code",
         r"\b(?:add|include|insert|incorporate|integrate|merge|embed|append|introduce|ensure|put)"
         r"\b[^.\n]{0,60}?\b(?:code|snippet|excerpt|block|section|lines?)\b[^.\n]{0,40}?"
@@ -363,6 +372,7 @@ ANCHORS: dict[str, tuple[str, ...]] = {
                    "bard", "gemini", "copilot"),
     "your_response": ("your ",),
     "inject_code": ("your ",),
+    "alter_your_answer": ("your ",),
     "when_you_read": ("when you", "when the", "if you are"),
     "instead_do": ("instead", "rather"),
     "conceal": ("do not", "don't", "never"),
