@@ -4,6 +4,8 @@ chunking with overlap, and configuration from the ``guards:`` mapping."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bastion.governance.guards import (
     Finding,
@@ -120,3 +122,37 @@ def test_config_from_mapping_and_errors() -> None:
         GuardsConfig.from_mapping({"vault": {"key": "too-short"}})
     with pytest.raises(GuardConfigError):
         GuardsConfig.from_mapping({"unknown_section": {}})
+
+
+_STREAM_VALUES = [
+    "jane.doe@example.com",
+    "GB82 WEST 1234 5698 7654 32",
+    "4111 1111 1111 1111",
+    "123-45-6780",
+    "192.168.10.42",
+]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.text(alphabet="abcdefghij \n", max_size=300), st.sampled_from(_STREAM_VALUES)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
+)
+def test_stream_finds_each_entity_once_whatever_the_pieces(
+    parts: list[tuple[str, str]], cuts: list[int]
+) -> None:
+    text = "".join(f"{filler} {value} " for filler, value in parts)
+    pipeline = GuardPipeline(GuardsConfig(chunk_chars=1_024, chunk_overlap=64))
+    pieces, pos = [], 0
+    for n in cuts:
+        pieces.append(text[pos : pos + n])
+        pos += n
+    pieces.append(text[pos:])
+    streamed = [(f.type, f.start, f.end) for f in pipeline.scan_stream(iter(pieces))]
+    whole = [(f.type, f.start, f.end) for f in pipeline.findings(text, ScanContext())[0]]
+    assert sorted(streamed) == sorted(whole)
+    assert len(streamed) == len(parts)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from bastion.governance.guards._config import GuardsConfig
@@ -116,6 +116,45 @@ class GuardPipeline:
                 log.exception("guard %s failed; failing closed", guard.name)
                 errors.append(f"{guard.name}: {type(exc).__name__}: {exc}")
         return merge_findings(found), errors, truncated
+
+    def scan_stream(
+        self, pieces: Iterable[str], context: ScanContext | None = None
+    ) -> Iterator[Finding]:
+        """Findings over an unbounded stream (a log, a large file), in absolute offsets.
+
+        Text is buffered up to ``chunk_chars``; consecutive windows overlap by
+        ``chunk_overlap``, and a finding is reported by the window in which it starts before
+        the overlap, so an entity up to ``chunk_overlap`` long is reported exactly once, whole.
+        Memory stays bounded by ``chunk_chars`` whatever the stream's length; there is no
+        ``max_scan_chars`` here. A guard that raises raises ``GuardError``: a stream cannot
+        be "partly clean".
+        """
+        ctx = context or ScanContext()
+        size, overlap = self.config.chunk_chars, self.config.chunk_overlap
+        buf, base = "", 0  # base: absolute offset of buf[0]
+        for piece in pieces:
+            buf += piece
+            while len(buf) >= size:
+                cut = size - overlap
+                yield from self._window(buf[:size], base, ctx, emit_before=cut)
+                buf, base = buf[cut:], base + cut
+        yield from self._window(buf, base, ctx, emit_before=len(buf))
+
+    def _window(
+        self, window: str, base: int, ctx: ScanContext, *, emit_before: int
+    ) -> Iterator[Finding]:
+        if not window:
+            return
+        clean = strip_controls(window)
+        found: list[Finding] = []
+        for guard in self.guards:
+            try:
+                found.extend(guard.scan(clean, ctx))
+            except Exception as exc:
+                raise GuardError(f"guard {guard.name} failed while scanning a stream") from exc
+        for f in sorted(found, key=lambda f: (f.start, f.end)):
+            if f.start < emit_before:
+                yield _shift(f, base)
 
     def scan(self, text: str, context: ScanContext | None = None) -> Decision:
         """Scan ``text`` crossing ``context.boundary`` and decide what may pass."""
