@@ -175,3 +175,5 @@ def test_a_dead_worker_leaves_no_sandbox_running(zygote: bool) -> None:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()

@@ -74,6 +74,7 @@ class Launched:
     stdout: asyncio.StreamReader
     stderr: asyncio.StreamReader
     process: _Killer
+    pipes: list[asyncio.BaseTransport] = field(default_factory=list)  # ours to close
     landlock_abi: int = 0
     preloaded: list[str] = field(default_factory=list)
 
@@ -86,6 +87,8 @@ class Launched:
     async def reap(self) -> None:
         self.kill()
         await self.process.wait()
+        for pipe in self.pipes:
+            pipe.close()
 
     @property
     def alive(self) -> bool:
@@ -130,9 +133,18 @@ async def exec_launch(python: str, env: dict[str, str]) -> Launched:
             cwd="/",
             start_new_session=True,
         )
+    except BaseException:
+        parent_sock.close()
+        raise
     finally:
         child_sock.close()
-    reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+    except BaseException:
+        parent_sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
     assert proc.stdout is not None and proc.stderr is not None
     return Launched(
         pid=proc.pid,
@@ -172,13 +184,13 @@ class _PidfdProcess:
         return self._exited.done()
 
 
-async def _pipe_reader(fd: int) -> asyncio.StreamReader:
+async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(
+    transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
-    return reader
+    return reader, transport
 
 
 class Zygote:
@@ -228,31 +240,62 @@ class Zygote:
         parent_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        # The exchange runs as its own task and owns the child's ends: if we are cancelled it
+        # still finishes, so the zygote's next answer is never mistaken for this one, and the
+        # descriptors it sends are never closed (and their numbers reused) under it.
+        exchange = asyncio.get_running_loop().create_task(self._exchange(child_sock, out_w, err_w))
+        exchange.add_done_callback(lambda t: t.cancelled() or t.exception())  # never unretrieved
+        try:
+            pid = await asyncio.shield(exchange)
+        except BaseException as exc:
+            # Ours are closed: an outer the zygote did fork reads EOF on its control socket
+            # and exits by itself.
+            for fd in (out_r, err_r):
+                os.close(fd)
+            parent_sock.close()
+            if isinstance(exc, OSError | asyncio.IncompleteReadError):
+                raise SandboxCrashed(f"The sandbox zygote failed: {exc!r}") from exc
+            raise
+        # From here on the outer process exists: whatever fails (or is cancelled), kill it.
+        process = _PidfdProcess(pid)
+        pipes: list[asyncio.BaseTransport] = []
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+            stdout, out_t = await _pipe_reader(out_r)
+            pipes.append(out_t)
+            stderr, err_t = await _pipe_reader(err_r)
+            pipes.append(err_t)
+        except BaseException:
+            process.kill()
+            parent_sock.close()
+            for t in pipes:
+                t.close()
+            for fd in (out_r, err_r)[len(pipes) :]:
+                os.close(fd)
+            raise
+        return Launched(
+            pid=pid,
+            reader=reader,
+            writer=writer,
+            stdout=stdout,
+            stderr=stderr,
+            process=process,
+            pipes=pipes,
+        )
+
+    async def _exchange(self, child_sock: socket.socket, out_w: int, err_w: int) -> int:
+        assert self._sock is not None
         try:
             async with self._lock:
                 # One byte and three descriptors; the answer is the new outer process's pid.
                 socket.send_fds(self._sock, [b"s"], [child_sock.fileno(), out_w, err_w])
                 head = await _SockReader(self._sock).readexactly(4)
-            pid = struct.unpack(">I", head)[0]
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            parent_sock.close()
-            raise SandboxCrashed(f"The sandbox zygote failed: {exc!r}") from exc
         finally:
             child_sock.close()
             os.close(out_w)
             os.close(err_w)
-        process = _PidfdProcess(pid)
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-        return Launched(
-            pid=pid,
-            reader=reader,
-            writer=writer,
-            stdout=await _pipe_reader(out_r),
-            stderr=await _pipe_reader(err_r),
-            process=process,
-        )
+        pid: int = struct.unpack(">I", head)[0]
+        return pid
 
     async def close(self) -> None:
         if self._sock is not None:
