@@ -92,10 +92,11 @@ class PiiGuard:
         if cfg.deny_lists:
             self._detectors.append(compile_deny_lists(cfg.deny_lists))
             self._priority.update({d.type: _CUSTOM_PRIORITY for d in cfg.deny_lists})
+        self._ner: Detector | None = None
         if cfg.tier == "accurate":
             from bastion.governance.guards._pii_ner import NerDetector
 
-            self._detectors.append(NerDetector(cfg.ner_model).detect)
+            self._ner = NerDetector(cfg.ner_model).detect
         self._entities = frozenset(cfg.entities)
         self._allow = frozenset(v.casefold() for v in cfg.allow_list)
 
@@ -115,6 +116,8 @@ class PiiGuard:
         found: list[Finding] = []
         for detect in self._detectors:
             found.extend(detect(text))
+        if self._ner is not None:
+            found.extend(_merge_ner(text, found, self._ner(text)))
         found = _drop_phones_inside_addresses(found)
         keep = [
             f
@@ -141,3 +144,27 @@ def _drop_phones_inside_addresses(found: list[Finding]) -> list[Finding]:
             and any(a.start <= f.start and f.end <= a.end for a in addresses)
         )
     ]
+
+
+def _merge_ner(text: str, fast: list[Finding], ner: list[Finding]) -> list[Finding]:
+    """Keep the model's names and places where they add to the fast tier, not where they
+    contradict it: a span that is not capitalised ("owens", "the White Stripes'") is dropped,
+    and one the fast tier typed differently (a known first name the model calls a place) loses
+    to the fast tier's evidence."""
+    out = []
+    for f in ner:
+        if not text[f.start].isupper():
+            continue
+        clash = any(g.type != f.type and g.start < f.end and f.start < g.end for g in fast)
+        if clash:
+            f = Finding(
+                start=f.start,
+                end=f.end,
+                type=f.type,
+                score=0.45,  # below the default min_score: the fast tier's reading stands
+                detector=f.detector,
+                guard=f.guard,
+                evidence=f.evidence,
+            )
+        out.append(f)
+    return out
