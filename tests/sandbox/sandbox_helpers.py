@@ -60,3 +60,33 @@ def run_unisolated(
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return Unisolated(stdout=out, stderr="", returncode=None)
     return Unisolated(stdout=proc.stdout, stderr=proc.stderr, returncode=proc.returncode)
+
+
+# Loads the sandbox's own seccomp filter (which refuses unshare) into a fresh interpreter, the
+# way a restrictive container runtime would, then runs ``python -m bastion.sandbox ARGS``.
+_NO_NAMESPACES = """
+import ctypes, runpy, sys
+from bastion.sandbox._seccomp import seccomp_program
+
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+prog = seccomp_program()
+buf = ctypes.create_string_buffer(prog, len(prog))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0
+fprog = Fprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
+assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0
+sys.argv = ["bastion sandbox", *sys.argv[1:]]
+runpy.run_module("bastion.sandbox", run_name="__main__")
+"""
+
+
+def run_cli_without_user_namespaces(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _NO_NAMESPACES, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

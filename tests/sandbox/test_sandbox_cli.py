@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import run_cli_without_user_namespaces
 from typer.testing import CliRunner
 
-from bastion.sandbox.cli import EXIT_KILLED, EXIT_REFUSED, app
+from bastion.sandbox.cli import EXIT_KILLED, EXIT_REFUSED, EXIT_UNAVAILABLE, app
 
 PROGRAM = "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.exit(7)\n"
 
@@ -81,3 +82,19 @@ def test_check_reports_layers() -> None:
     for layer in ("user_namespace", "seccomp_applied", "pid_namespace", "network_denied"):
         assert layer in result.stdout
     assert "All required layers are in place." in result.stdout
+
+
+def test_run_refuses_when_isolation_is_missing(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text("print('RAN')\n")
+    result = run_cli_without_user_namespaces("run", str(script))
+    assert result.returncode == EXIT_UNAVAILABLE, result
+    assert "RAN" not in result.stdout
+    assert "user_namespace" in result.stderr and "hint:" in result.stderr
+
+
+def test_check_reports_the_missing_layer() -> None:
+    result = run_cli_without_user_namespaces("check")
+    assert result.returncode == 1, result
+    assert "missing" in result.stdout and "user_namespace" in result.stdout
+    assert "Bastion refuses to run code here" in result.stderr
