@@ -156,3 +156,28 @@ def test_stream_finds_each_entity_once_whatever_the_pieces(
     whole = [(f.type, f.start, f.end) for f in pipeline.findings(text, ScanContext())[0]]
     assert sorted(streamed) == sorted(whole)
     assert len(streamed) == len(parts)
+
+
+def test_secret_in_model_output_is_blocked_and_review_text_is_masked() -> None:
+    pipeline = GuardPipeline()
+    answer = "Here is the key you asked for: sk-proj-abcdEFGH1234ijklMNOP5678qrst"
+    d = pipeline.scan(answer, ScanContext(boundary="model_output"))
+    assert d.kind == "block" and d.actions == {"secrets": "block"}
+    review = GuardPipeline.from_mapping({"secrets": {"modes": {"model_output": "review"}}})
+    cfg_pii = review.scan(
+        "Teresa Kreutzmann's key: sk-proj-abcdEFGH1234ijklMNOP5678qrst",
+        ScanContext(boundary="model_output"),
+    )
+    assert cfg_pii.kind == "review" and "Kreutzmann" not in cfg_pii.text
+
+
+def test_placeholders_restored_for_a_tool_only_for_allowed_types() -> None:
+    pipeline = GuardPipeline()
+    ctx = ScanContext(boundary="user_input", run_id="r9")
+    masked = pipeline.scan("Email Teresa Kreutzmann at jane@example.com", ctx).text
+    assert masked == "Email <PERSON_1> at <EMAIL_ADDRESS_1>"
+    tool_args = '{"to": "<EMAIL_ADDRESS_1>", "greeting": "Dear <PERSON_1>"}'
+    restored = pipeline.unmask(tool_args, ctx, types=frozenset({"EMAIL_ADDRESS"}))
+    assert restored == '{"to": "jane@example.com", "greeting": "Dear <PERSON_1>"}'
+    other_run = ScanContext(boundary="tool_args", run_id="another")
+    assert pipeline.unmask(tool_args, other_run) == tool_args  # vaults are per run

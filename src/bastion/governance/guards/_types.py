@@ -99,9 +99,10 @@ class Guard(Protocol):
 class Decision:
     """The pipeline's verdict for one text.
 
-    ``text`` is what may be forwarded: the original for allow/log/review/block, the masked text
-    for mask, a notice for quarantine. ``masked_text`` is the masked form whenever masking applied
-    (a reviewer sees that, not the raw text). ``errors`` lists guards that failed (fail closed).
+    ``text`` is the form to forward or show: a notice for quarantine; otherwise the text with
+    whatever a masking guard found masked (so a reviewer or a log sees the masked form too),
+    or the original when nothing was masked. ``actions`` maps each guard that found something
+    to what it asked for; ``errors`` lists guards that failed (the pipeline failed closed).
     """
 
     kind: DecisionKind
