@@ -15,7 +15,7 @@ import re
 from collections import Counter
 
 from bastion.governance.guards._config import SecretsConfig
-from bastion.governance.guards._text import resolve_overlaps
+from bastion.governance.guards._text import resolve_overlaps, same_length_lower
 from bastion.governance.guards._types import Finding, GuardName, ScanContext
 
 # (type, pattern, score). A pattern's group 1, when present, is the secret part of the match.
@@ -163,4 +163,44 @@ class SecretGuard:
             if entropy >= self.config.entropy_threshold or (is_password and entropy >= 2.5):
                 score = 0.8 if entropy >= self.config.entropy_threshold + 0.5 else 0.7
                 out.append(_finding(m.start(1), m.end(1), "SECRET_ASSIGNMENT", score, "entropy"))
-        return resolve_overlaps(out, {"PRIVATE_KEY": 3, "SECRET_ASSIGNMENT": 0})
+        if context is not None and context.protected:
+            out.extend(find_protected(text, context.protected))
+        return resolve_overlaps(
+            out, {"PROTECTED_VALUE": 4, "PRIVATE_KEY": 3, "SECRET_ASSIGNMENT": 0}
+        )
+
+
+#: Protected values shorter than this are ignored (they would match everywhere).
+MIN_PROTECTED = 4
+MAX_PROTECTED = 256
+
+
+def find_protected(text: str, values: tuple[str, ...]) -> list[Finding]:
+    """Occurrences of protected values, verbatim (case-insensitive, whole words) or squashed:
+    compared on letters and digits only, forwards and reversed, so "P i a n o", "p-i-a-n-o"
+    and "onaip" are caught. Linear per value (``str.find`` over the text)."""
+    out: list[Finding] = []
+    values = tuple(v for v in values[:MAX_PROTECTED] if len(v.strip()) >= MIN_PROTECTED)
+    if not values:
+        return out
+    low = same_length_lower(text)
+    kept = [i for i, ch in enumerate(low) if ch.isalnum()]
+    squashed = "".join(low[i] for i in kept)
+    for value in values:
+        needle = value.lower()
+        i = low.find(needle)
+        while i != -1:
+            j = i + len(needle)
+            if (i == 0 or not low[i - 1].isalnum()) and (j == len(low) or not low[j].isalnum()):
+                out.append(_finding(i, j, "PROTECTED_VALUE", 1.0, "protected_value"))
+            i = low.find(needle, i + 1)
+        core = "".join(ch for ch in needle if ch.isalnum())
+        if len(core) < MIN_PROTECTED:
+            continue
+        for form, detector in ((core, "protected_squashed"), (core[::-1], "protected_reversed")):
+            k = squashed.find(form)
+            while k != -1:
+                start, end = kept[k], kept[k + len(form) - 1] + 1
+                out.append(_finding(start, end, "PROTECTED_VALUE", 0.95, detector))
+                k = squashed.find(form, k + 1)
+    return out

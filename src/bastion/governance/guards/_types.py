@@ -48,6 +48,10 @@ class ScanContext:
     boundary: Boundary = "user_input"
     tenant_id: str | None = None
     run_id: str | None = None
+    #: Values that must never cross this boundary (a secret in the system prompt, a canary
+    #: token): the secret guard reports them as PROTECTED_VALUE, also when spelled out with
+    #: separators ("P-i-a-n-o") or reversed.
+    protected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
