@@ -16,7 +16,7 @@ from bastion.governance.guards import (
     GuardPipeline,
     GuardsConfig,
     ScanContext,
-    _injection,
+    _injection_rules,
     _normalize,
     _pii_names,
     _pii_patterns,
@@ -27,7 +27,7 @@ from bastion.governance.guards._text import decode_bytes
 
 
 def _builtin_patterns() -> Iterator[tuple[str, re.Pattern[str]]]:
-    for module in (_pii_patterns, _pii_names, _secrets, _normalize, _injection):
+    for module in (_pii_patterns, _pii_names, _secrets, _normalize, _injection_rules):
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
                 yield f"{module.__name__}.{name}", value
@@ -35,7 +35,7 @@ def _builtin_patterns() -> Iterator[tuple[str, re.Pattern[str]]]:
         yield f"ADDRESS_CORES[{i}]", rx
     for kind, rx, _ in _secrets._COMPILED:
         yield f"secrets.{kind}", rx
-    for rule in _injection.RULES:
+    for rule in _injection_rules.RULES:
         yield f"injection.{rule.name}", rule.pattern
 
 

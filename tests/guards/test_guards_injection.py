@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bastion.governance.guards import InjectionGuard, ScanContext
-from bastion.governance.guards import _injection as inj
+from bastion.governance.guards import _injection_rules as inj
 from bastion.governance.guards._classifier import load_model
 from bastion.governance.guards._eval import (
     load_attacks,
