@@ -94,7 +94,7 @@ def run_to_row(run: Run) -> dict[str, Any]:
 
 
 def row_to_run(row: Any) -> Run:
-    m = row._mapping
+    m = getattr(row, "_mapping", row)  # SQLAlchemy row, sqlite3.Row or asyncpg Record
     return Run.model_construct(
         id=m["id"],
         tenant=m["tenant"],
@@ -166,7 +166,7 @@ def step_to_row(step: Step) -> dict[str, Any]:
 
 
 def row_to_step(row: Any) -> Step:
-    m = row._mapping
+    m = getattr(row, "_mapping", row)  # SQLAlchemy row, sqlite3.Row or asyncpg Record
     decision = loads(m["decision"])
     return Step.model_construct(
         run_id=m["run_id"],

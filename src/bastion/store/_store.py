@@ -3,8 +3,8 @@
 Owns: persistence and its guarantees: every run write is guarded by the run's ``version``
 (optimistic concurrency) and, for a worker, by its lease; a step write and the run write it
 belongs to share one transaction. One class serves SQLite (embedded default, WAL) and
-PostgreSQL (scale-out); the dialects differ only in how a worker claims a run.
-Does not own: deciding what to write (the engine does).
+PostgreSQL (scale-out). The hot calls (commit, claim, get_run, get_steps) run on the driver
+via ``_writer``; the rest here. Does not own: deciding what to write (the engine does).
 """
 
 from __future__ import annotations
@@ -184,8 +184,11 @@ class Store:
         return result
 
     async def get_run(self, run_id: str) -> Run:
-        async with self._read() as conn:
-            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+        if self._writer is not None:
+            row = await self._writer.run_row(run_id)
+        else:
+            async with self._read() as conn:
+                row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
         return codec.row_to_run(row)
@@ -381,10 +384,16 @@ class Store:
         now: float | None = None,
         run_id: str | None = None,
     ) -> Run | None:
-        """Take one runnable run (pending, or running with an expired lease) and lease it to
-        ``owner`` (only ``run_id`` if given). On PostgreSQL, concurrent claimers skip each
-        other's locked rows."""
+        """Lease one runnable run (pending, or running with an expired lease; only ``run_id``
+        if given) to ``owner``. On PostgreSQL concurrent claimers skip each other's rows."""
         at = time.time() if now is None else now
+        if self._writer is not None:
+            running, pending = RunStatus.RUNNING.value, RunStatus.PENDING.value
+            params = [running, owner, at + lease_seconds, at, pending, at, running, at]
+            if run_id is not None:
+                params.append(run_id)
+            got = await self._writer.claim(params, run_id is not None)
+            return codec.row_to_run(got) if got is not None else None
         runnable = or_(
             and_(
                 runs.c.status == RunStatus.PENDING.value,
@@ -440,6 +449,8 @@ class Store:
     # ---- journal --------------------------------------------------------------------------
 
     async def get_steps(self, run_id: str, *, archived: bool = False) -> list[Step]:
+        if self._writer is not None and not archived:
+            return [codec.row_to_step(r) for r in await self._writer.step_rows(run_id)]
         table = step_archive if archived else steps
         query = select(table).where(table.c.run_id == run_id).order_by(table.c.step_no)
         if archived:

@@ -1,18 +1,20 @@
-"""The hot write path: one guarded run update plus its journal rows, straight on the driver.
+"""The hot path of the store on the driver itself: a commit, a claim, and the two reads an
+execution makes (its run row and its journal).
 
-Owns: executing ``Store.commit``'s common case (run changes and step upserts, nothing else) with
-the fewest round trips: on SQLite a dedicated ``sqlite3`` connection runs
-``BEGIN IMMEDIATE; UPDATE; INSERT ... ON CONFLICT; COMMIT`` without leaving the loop's thread; on
-PostgreSQL one statement (the guarded ``UPDATE`` and the step upsert joined in a CTE, so one
-round trip and one implicit transaction) on a connection kept open between commits (no pool
-checkout or ping per commit; server-side prepared statements). The SQL text is built once per
-shape of update and cached. The guarantees are the store's: the run update is guarded by
-``version`` (and the lease owner when given), and the steps are written in the same transaction
-or not at all.
+Owns: executing ``Store.commit``'s common case (run changes and step upserts, nothing else),
+``Store.claim_run``, ``Store.get_run`` and ``Store.get_steps`` with the fewest round trips. On
+SQLite a dedicated ``sqlite3`` connection runs ``BEGIN IMMEDIATE; UPDATE; INSERT ... ON CONFLICT;
+COMMIT`` without leaving the loop's thread. On PostgreSQL a commit is one statement (the guarded
+``UPDATE`` and the step upsert joined in a CTE: one round trip, one implicit transaction) and a
+claim is one ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)``, on connections kept
+open between calls (no pool checkout or ping per call; server-side prepared statements). The SQL
+text is built once per shape and cached. The guarantees are the store's: the run update is
+guarded by ``version`` (and the lease owner when given), and the steps are written in the same
+transaction or not at all.
 Driver errors are translated here to ``StoreUnavailable`` (SQLite lock waits are retried first);
 a guard that matched no row comes back as ``Lost``, which names the typed error to raise.
-Does not own: deciding what to write, archiving, dead letters or reads (``_store`` does those
-over SQLAlchemy).
+Does not own: deciding what to write, archiving, dead letters, listings or migrations
+(``_store`` does those over SQLAlchemy).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bastion.core.errors import (
     ConcurrentUpdate,
@@ -33,6 +35,7 @@ from bastion.core.errors import (
 )
 from bastion.store._schema import STEP_COLUMNS, steps
 
+_T = TypeVar("_T")
 STEP_KEY = ("run_id", "step_no")
 _STEP_ALL = (*STEP_KEY, *STEP_COLUMNS)
 _STEP_UPDATE = tuple(c for c in STEP_COLUMNS if c != "started_at")
@@ -76,6 +79,32 @@ class _Sql:
             f"ON CONFLICT (run_id, step_no) DO UPDATE SET {sets}"
         )
         self.lost = f"SELECT version, lease_owner FROM runs WHERE id = {self._p(0)}"
+        self.get_run = f"SELECT * FROM runs WHERE id = {self._p(0)}"
+        self.get_steps = f"SELECT * FROM steps WHERE run_id = {self._p(0)} ORDER BY step_no"
+        # Claim: params (status, owner, lease_expires_at, updated_at, pending, at, running, at
+        # [, run_id]); the picked run's version and attempt go up by one.
+        self._claim_set = (
+            f"UPDATE runs SET status = {self._p(0)}, lease_owner = {self._p(1)}, "
+            f"lease_expires_at = {self._p(2)}, version = version + 1, "
+            f"attempt = attempt + 1, updated_at = {self._p(3)}"
+        )
+        self._runnable = (
+            f"((status = {self._p(4)} AND (not_before IS NULL OR not_before <= {self._p(5)})) "
+            f"OR (status = {self._p(6)} AND lease_expires_at < {self._p(7)}))"
+        )
+
+    def claim_pick(self, one_run: bool) -> str:
+        only = f" AND id = {self._p(8)}" if one_run else ""
+        return f"SELECT id FROM runs WHERE {self._runnable}{only} ORDER BY created_at LIMIT 1"
+
+    def claim_update(self) -> str:
+        """SQLite: set the lease on the run picked in the same transaction (last param: id)."""
+        return f"{self._claim_set} WHERE id = {self._p(8)} RETURNING *"
+
+    def claim_one_statement(self, one_run: bool) -> str:
+        """PostgreSQL: pick and lease in one statement; concurrent claimers skip locked rows."""
+        pick = self.claim_pick(one_run)
+        return f"{self._claim_set} WHERE id = ({pick} FOR UPDATE SKIP LOCKED) RETURNING *"
 
     def _p(self, i: int) -> str:
         return "?" if self._ph == "?" else f"${i + 1}"
@@ -155,7 +184,23 @@ class Write:
         return [[row[c] for row in last.values()] for c in _STEP_ALL]
 
 
-class SqliteWriter:
+class _Reads:
+    """The reads an execution makes, over the writer's connection."""
+
+    _sql: _Sql
+
+    async def fetch(self, sql: str, *params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    async def run_row(self, run_id: str) -> Any:
+        rows = await self.fetch(self._sql.get_run, run_id)
+        return rows[0] if rows else None
+
+    async def step_rows(self, run_id: str) -> list[Any]:
+        return await self.fetch(self._sql.get_steps, run_id)
+
+
+class SqliteWriter(_Reads):
     """A dedicated ``sqlite3`` connection, driven from the event loop's own thread.
 
     A commit here is ~50 microseconds of C work on a local file with no fsync (WAL,
@@ -181,6 +226,7 @@ class SqliteWriter:
                 con.execute("PRAGMA busy_timeout=0")
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")
+                con.row_factory = sqlite3.Row
             except BaseException:
                 con.close()
                 raise
@@ -191,11 +237,43 @@ class SqliteWriter:
         # A yield point, as a real I/O wait would be: other executions sharing the loop (and
         # the lease watcher) interleave with this one at every commit.
         await asyncio.sleep(0)
+        return await self._retrying(self._commit, write)
+
+    async def claim(self, params: list[Any], one_run: bool) -> Any:
+        """Pick a runnable run and lease it, in one write transaction; the new row or None."""
+        await asyncio.sleep(0)
+        return await self._retrying(self._claim, params, one_run)
+
+    async def fetch(self, sql: str, *params: Any) -> list[Any]:
+        """Rows of one read (a single statement reads one consistent snapshot)."""
+        return await self._retrying(self._fetch, sql, params)
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._connection().execute(sql, params).fetchall()
+
+    def _claim(self, params: list[Any], one_run: bool) -> Any:
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # "?" placeholders bind in order: the pick uses params 4.. , the update 0..3 + id.
+            picked = con.execute(self._sql.claim_pick(one_run), params[4:]).fetchone()
+            row = None
+            if picked is not None:
+                row = con.execute(self._sql.claim_update(), [*params[:4], picked[0]]).fetchone()
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return row
+
+    async def _retrying(self, op: Callable[..., _T], *args: Any) -> _T:
+        """Run ``op`` inline; while another connection holds the lock, sleep and try again."""
         deadline = time.monotonic() + self._busy_ms / 1000
         delay = 0.001
         while True:
             try:
-                return self._commit(write)
+                return op(*args)
             except sqlite3.OperationalError as exc:
                 msg = str(exc).lower()
                 if "locked" not in msg and "busy" not in msg:
@@ -237,7 +315,7 @@ class SqliteWriter:
             self._con = None
 
 
-class PostgresWriter:
+class PostgresWriter(_Reads):
     """``asyncpg`` connections kept open between commits (up to ``keep`` idle ones); a broken
     connection is dropped, never reused."""
 
@@ -267,14 +345,14 @@ class PostgresWriter:
             return
         conn.terminate()
 
-    async def commit(self, write: Write) -> Lost | None:
+    async def _on_connection(self, op: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         import asyncpg
 
         healthy = False
         conn = None
         try:
             conn = await self._acquire()
-            result = await self._commit(conn, write)
+            result = await op(conn, *args)
             healthy = True
             return result
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
@@ -282,6 +360,17 @@ class PostgresWriter:
         finally:
             if conn is not None:
                 self._release(conn, healthy)
+
+    async def commit(self, write: Write) -> Lost | None:
+        return await self._on_connection(self._commit, write)
+
+    async def claim(self, params: list[Any], one_run: bool) -> Any:
+        """Pick a runnable run and lease it, in one statement; the new row or None."""
+        sql = self._sql.claim_one_statement(one_run)
+        return await self._on_connection(_fetchrow, sql, params)
+
+    async def fetch(self, sql: str, *params: Any) -> list[Any]:
+        return await self._on_connection(_fetch, sql, params)
 
     async def _commit(self, conn: Any, write: Write) -> Lost | None:
         """One statement in autocommit mode: atomic, and durable when it returns."""
@@ -309,6 +398,15 @@ class PostgresWriter:
                 await asyncio.wait_for(conn.close(), 5)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
+
+
+async def _fetchrow(conn: Any, sql: str, params: Sequence[Any]) -> Any:
+    return await conn.fetchrow(sql, *params)
+
+
+async def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    rows: list[Any] = await conn.fetch(sql, *params)
+    return rows
 
 
 def hot_writer(
