@@ -152,6 +152,42 @@ class DiskProbe:
             con.close()
 
 
+async def commit_floor(store: Store, sqlite_path: Path | None, n: int = 300) -> float:
+    """Median ms of the cheapest durable write on this database right now: one statement
+    updating one row of a scratch table, committed (PostgreSQL: autocommit, so fsync of the
+    WAL; SQLite: BEGIN IMMEDIATE / UPDATE / COMMIT in WAL mode). The engine cannot go below it."""
+    times: list[float] = []
+    if sqlite_path is not None:
+        con = sqlite3.connect(sqlite_path, isolation_level=None)
+        try:
+            con.execute("PRAGMA synchronous=NORMAL")  # as the store's connections
+            con.execute("CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, v INT)")
+            con.execute("INSERT OR IGNORE INTO bench_floor VALUES (1, 0)")
+            for i in range(n):
+                t0 = time.perf_counter()
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("UPDATE bench_floor SET v = ? WHERE id = 1", (i,))
+                con.execute("COMMIT")
+                times.append(time.perf_counter() - t0)
+        finally:
+            con.close()
+        return statistics.median(times) * 1e3
+    import asyncpg
+
+    dsn = "postgresql://" + store.url.split("://", 1)[1]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id INT PRIMARY KEY, v INT)")
+        await conn.execute("INSERT INTO bench_floor VALUES (1, 0) ON CONFLICT DO NOTHING")
+        for i in range(n):
+            t0 = time.perf_counter()
+            await conn.execute("UPDATE bench_floor SET v = $1 WHERE id = 1", i)
+            times.append(time.perf_counter() - t0)
+    finally:
+        await conn.close()
+    return statistics.median(times) * 1e3
+
+
 async def one_run(
     store: Store,
     size: int,
@@ -295,7 +331,7 @@ class Options:
 
 async def bench_backend(
     backend: str, opts: Options, log: Callable[[str], None]
-) -> tuple[list[Row], list[str]]:
+) -> tuple[list[Row], list[str], tuple[float, float]]:
     opener = sqlite_store() if backend == "sqlite" else postgres_store(opts.pg_url)
     rows: list[Row] = []
     top: list[str] = []
@@ -305,6 +341,7 @@ async def bench_backend(
         timed = Timed(store)
         for _ in range(3):  # warm-up: imports, statement caches, connections, page cache
             await one_run(store, 50, None, timed, None, sync_tool=sync)
+        floor_before = await commit_floor(store, path)
         for size in opts.sizes:
             row = Row(backend=backend, size=size)
             for _ in range(opts.reps):
@@ -320,7 +357,8 @@ async def bench_backend(
             ms = row.median(lambda s: s.seconds / s.steps) * 1e3
             per = row.median(lambda s: s.journal_bytes / s.steps)
             log(f"{backend:8s} {size:5d} steps: {ms:.3f} ms/step, {per:.0f} B/step")
-    return rows, top
+        floor_after = await commit_floor(store, path)
+    return rows, top, (floor_before, floor_after)
 
 
 # ---- report -------------------------------------------------------------------------------
@@ -435,12 +473,17 @@ async def main() -> None:
     load_before = os.getloadavg()
     rows: list[Row] = []
     tops: dict[str, list[str]] = {}
+    floors: list[str] = []
     for backend in backends:
         if backend not in ("sqlite", "postgres"):
             parser.error(f"unknown backend {backend!r}")
-        got, top = await bench_backend(backend, opts, print)
+        got, top, (before, after) = await bench_backend(backend, opts, print)
         rows += got
         tops[backend] = top
+        floors.append(
+            f"- Floor on {backend}: one-row UPDATE committed alone, median {before:.3f} ms "
+            f"before the runs, {after:.3f} ms after (disk and server latency at the time)"
+        )
     command = "python bench/engine_bench.py " + " ".join(sys.argv[1:])
     lines = await machine(opts.pg_url if "postgres" in backends else None)
     load_after = os.getloadavg()
@@ -448,7 +491,7 @@ async def main() -> None:
         f"- Load average (1 min) before / after the bench: {load_before[0]:.2f} / "
         f"{load_after[0]:.2f} (the machine is shared; figures move with it)"
     )
-    report = render(rows, lines, tops, command, opts.sync_tool)
+    report = render(rows, lines + floors, tops, command, opts.sync_tool)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
