@@ -42,10 +42,14 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
+#: One encoder for every row (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
 def dumps(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_default)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> Any:

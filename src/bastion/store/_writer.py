@@ -20,6 +20,7 @@ Does not own: deciding what to write, archiving, dead letters, listings or migra
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,7 @@ _T = TypeVar("_T")
 STEP_KEY = ("run_id", "step_no")
 _STEP_ALL = (*STEP_KEY, *STEP_COLUMNS)
 _STEP_UPDATE = tuple(c for c in STEP_COLUMNS if c != "started_at")
+_step_tuple = operator.itemgetter(*_STEP_ALL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +172,7 @@ class Write:
         return columns, params
 
     def step_params(self) -> list[tuple[Any, ...]]:
-        return [tuple(row[c] for c in _STEP_ALL) for row in self.step_rows]
+        return [_step_tuple(row) for row in self.step_rows]
 
     def step_arrays(self) -> list[list[Any]]:
         """One array per step column (for ``unnest``); a step listed twice keeps its last
