@@ -23,7 +23,6 @@ import platform
 import pstats
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -364,13 +363,6 @@ async def bench_backend(
 # ---- report -------------------------------------------------------------------------------
 
 
-def _cmd(args: list[str]) -> str:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return "?"
-
-
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -381,7 +373,7 @@ def _cpu_model() -> str:
 async def machine(pg_url: str | None) -> list[str]:
     cpu = _cpu_model()
     lines = [
-        f"- CPUs: {os.cpu_count()} (`nproc` {_cmd(['nproc'])}), {cpu}",
+        f"- CPUs: {len(os.sched_getaffinity(0))} usable (`nproc`), {os.cpu_count()} online, {cpu}",
         f"- Kernel: {platform.release()}",
         f"- Python: {platform.python_version()} ({sys.implementation.name})",
         f"- SQLite: {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)",
