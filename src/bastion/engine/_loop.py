@@ -218,8 +218,20 @@ class RunExecution:
     # ---- check_action + act for one call --------------------------------------------------
 
     async def handle_call(self, call: ToolCall) -> CallOutcome:
+        # Preconditions look at the world, which the call itself may have changed since it was
+        # journaled: on replay, the journal's verdict stands (a recorded refusal is replayed,
+        # a recorded approval or tool step is not checked again).
+        recorded = self.journal.recorded(self.journal.next_no)
+        if (
+            recorded is not None
+            and recorded.kind is StepKind.VALIDATION
+            and recorded.name.startswith("refuse:")
+            and isinstance(recorded.input, dict)
+        ):
+            return await self.refuse(call, _rebuild(recorded.input["error"]))
+        replaying = recorded is not None and recorded.kind in (StepKind.APPROVAL, StepKind.TOOL)
         try:
-            tool, args = await self.check_action(call)
+            tool, args = await self.check_action(call, preconditions=not replaying)
         except (ToolArgumentsInvalid, ToolNotFound, InvalidModelOutput, PreconditionFailed) as exc:
             return await self.refuse(call, exc)
         if tool.needs_approval(args):
@@ -231,7 +243,9 @@ class RunExecution:
                 args = validate_arguments(tool, decision.arguments)
         return await self.act(call, tool, args)
 
-    async def check_action(self, call: ToolCall) -> tuple[Tool, BaseModel]:
+    async def check_action(
+        self, call: ToolCall, *, preconditions: bool = True
+    ) -> tuple[Tool, BaseModel]:
         if call.parse_error is not None:
             raise InvalidModelOutput(
                 f"the arguments of your call to {call.name!r} are not valid JSON: "
@@ -242,12 +256,13 @@ class RunExecution:
             names = ", ".join(t.name for t in self.agent.tools) or "(none)"
             raise ToolNotFound(f"there is no tool {call.name!r}; the tools you have are: {names}")
         args = validate_arguments(tool, call.arguments)
-        check_preconditions(tool, args)
+        if preconditions:
+            check_preconditions(tool, args)
         return tool, args
 
     async def refuse(self, call: ToolCall, exc: BastionError) -> CallOutcome:
         """Tell the model what was wrong, journaled as a validation step. After too many
-        unusable outputs in a row, a human decides (approve: go on; edit: use these arguments;
+        unusable outputs in this run, a human decides (approve: go on; edit: use these arguments;
         reject: fail the run)."""
         preconditioned = isinstance(exc, PreconditionFailed)
         if not preconditioned:
