@@ -19,6 +19,7 @@ from bastion.config import AgentSettings, Settings
 from bastion.core.errors import ConfigError, InvalidState
 from bastion.core.records import Decision, DecisionKind, Run, RunStatus, Step
 from bastion.engine import Agent, Engine, EngineOptions, Limits, StepObserver, Worker
+from bastion.governance.guards import GuardPipeline
 from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
 from bastion.store import DeadLetter, Store
 from bastion.tools import Tool, ToolRegistry
@@ -61,11 +62,15 @@ class Bastion:
         providers: Mapping[str, ModelProvider] | None = None,
         env: Mapping[str, str] | None = None,
         observer: StepObserver | None = None,
+        guards: GuardPipeline | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._env = dict(env) if env is not None else {}
         self._extra_providers = dict(providers or {})
         self._observer = observer
+        if guards is None and self.settings.guards is not None:
+            guards = GuardPipeline.from_mapping(self.settings.guards)
+        self.guards = guards
         self.tools = ToolRegistry(tools)
         for module in self.settings.tool_modules:
             self._register_module(module)
@@ -155,6 +160,7 @@ class Bastion:
                 lease_seconds=worker.lease_seconds, watch_interval=worker.watch_interval
             ),
             observer=self._observer,
+            guards=self.guards,
         )
         self._started_loop = asyncio.get_running_loop()
         return self

@@ -70,6 +70,9 @@ class Settings(BaseModel):
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     #: Python modules whose module-level ``Tool`` objects are registered at start.
     tool_modules: list[str] = Field(default_factory=list)
+    #: The ``guards:`` section (docs/guards.md); absent means runs execute without guards.
+    #: Validated by the guards' own settings when Bastion is built.
+    guards: dict[str, Any] | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings") -> Settings:

@@ -64,6 +64,7 @@ class WaitReason(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     INVALID_MODEL_OUTPUT = "invalid_model_output"
     OUTPUT_REVIEW = "output_review"
+    GUARD_REVIEW = "guard_review"
 
 
 class StepKind(StrEnum):

@@ -61,6 +61,10 @@ class Agent:
     rules: Sequence[OutputRule] = ()
     #: Final outputs whose ``confidence`` field is below this go to a human for review.
     review_below_confidence: float | None = None
+    #: With guards on: give tools the real values behind the placeholders the model saw.
+    unmask_tool_args: bool = True
+    #: With guards on: restore the run's placeholders in the final answer.
+    unmask_output: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -94,6 +98,8 @@ class Agent:
             "output_schema": self.output_type.model_json_schema() if self.output_type else None,
             "rules": [getattr(r, "__name__", "rule") for r in self.rules],
             "review_below_confidence": self.review_below_confidence,
+            "unmask_tool_args": self.unmask_tool_args,
+            "unmask_output": self.unmask_output,
         }
 
     def spec_digest(self) -> str:

@@ -48,8 +48,10 @@ from bastion.core.records import (
 )
 from bastion.engine._agent import Agent
 from bastion.engine._journal import Journal, StepObserver
-from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep, Suspend
+from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep
 from bastion.engine._plan import run_plan_mode
+from bastion.engine._suspend import Suspend
+from bastion.governance.guards import GuardPipeline
 from bastion.store import Store
 from bastion.tools._invoke import validate_arguments
 
@@ -77,6 +79,8 @@ class Engine:
     agents: Mapping[str, Agent]
     options: EngineOptions = field(default_factory=EngineOptions)
     observer: StepObserver | None = None
+    #: Guards at the run's trust boundaries; None runs without them.
+    guards: GuardPipeline | None = None
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
 
@@ -149,7 +153,10 @@ class Engine:
             observer=self.observer,
         )
         execution = RunExecution(
-            agent, run, journal, LoopDeps(complete=self.complete, sleep=self.sleep, rng=self.rng)
+            agent,
+            run,
+            journal,
+            LoopDeps(complete=self.complete, sleep=self.sleep, rng=self.rng, guards=self.guards),
         )
         body = asyncio.ensure_future(self._drive(agent, execution))
         watcher = asyncio.ensure_future(self._watch(journal, body))
@@ -375,7 +382,8 @@ def _check_decision(run: Run, decision: Decision) -> None:
     if decision.kind == "resolve" and reason is not WaitReason.OUTCOME_UNKNOWN:
         raise UserError("'resolve' answers only runs whose outcome is unknown")
     if decision.kind == "edit":
-        if reason is WaitReason.OUTPUT_REVIEW and decision.output is None:
-            raise UserError("editing a final answer needs the corrected output")
-        if reason is not WaitReason.OUTPUT_REVIEW and decision.arguments is None:
+        texts = (WaitReason.OUTPUT_REVIEW, WaitReason.GUARD_REVIEW)
+        if reason in texts and decision.output is None:
+            raise UserError("editing a final answer or a guarded text needs the corrected output")
+        if reason not in texts and decision.arguments is None:
             raise UserError("'edit' needs the arguments to use instead")

@@ -29,6 +29,7 @@ from bastion.core.errors import (
     InvalidModelOutput,
     MaxTurnsExceeded,
     OutputValidationFailed,
+    PolicyDenied,
     PreconditionFailed,
     ProviderError,
     RunError,
@@ -47,22 +48,15 @@ from bastion.core.messages import (
 )
 from bastion.core.records import Decision, Run, StepKind, WaitReason
 from bastion.engine._agent import Agent
+from bastion.engine._guarding import Guarding
 from bastion.engine._journal import Done, Fresh, Interrupted, Journal
+from bastion.engine._suspend import Suspend
+from bastion.governance.guards import GuardPipeline
 from bastion.tools import Tool, ToolContext, ToolError, invoke_tool
 from bastion.tools._invoke import check_preconditions, validate_arguments
 
 Complete = Callable[[str, ModelRequest], Awaitable[ModelResponse]]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class Suspend(Exception):
-    """The run must wait for a human at ``step_no`` for ``reason``."""
-
-    def __init__(self, reason: WaitReason, step_no: int, detail: str = "") -> None:
-        super().__init__(f"{reason.value} at step {step_no}: {detail}")
-        self.reason = reason
-        self.step_no = step_no
-        self.detail = detail
 
 
 @dataclass(kw_only=True)
@@ -72,6 +66,7 @@ class LoopDeps:
     complete: Complete
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    guards: GuardPipeline | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +84,7 @@ class RunExecution:
         self.run = run
         self.journal = journal
         self.deps = deps
+        self.guarding = Guarding(deps.guards, run, journal) if deps.guards is not None else None
         self.turns = 0
         self.invalid_outputs = 0
         self._started = time.monotonic()
@@ -112,16 +108,23 @@ class RunExecution:
         # (or re-hashing) the whole history at every step.
         self._history = chain(self._history, message.model_dump(exclude_defaults=True))
 
-    def start_conversation(self) -> None:
+    async def start_conversation(self) -> None:
         if self.agent.instructions:
             self.add_message(Message.system(self.agent.instructions))
         text = self.run.input if isinstance(self.run.input, str) else json.dumps(self.run.input)
+        if self.guarding is not None:
+            screened = await self.guarding.screen("user_input", text)
+            if screened.verdict == "blocked":
+                raise PolicyDenied(
+                    f"a guard refused the run's input ({screened.summary})", run_id=self.run.id
+                )
+            text = screened.text
         self.add_message(Message.user(text))
 
     # ---- react mode -----------------------------------------------------------------------
 
     async def react(self) -> Any:
-        self.start_conversation()
+        await self.start_conversation()
         while True:
             self.check_live()
             response = await self.plan(self._tool_schemas)
@@ -241,7 +244,33 @@ class RunExecution:
                 return CallOutcome(text=f"A human reviewer rejected this call: {why}", ok=False)
             if decision.kind == "edit" and decision.arguments is not None:
                 args = validate_arguments(tool, decision.arguments)
-        return await self.act(call, tool, args)
+        if self.guarding is None:
+            return await self.act(call, tool, args)
+        return await self.guarded_act(call, tool, args)
+
+    async def guarded_act(self, call: ToolCall, tool: Tool, args: BaseModel) -> CallOutcome:
+        """``act`` with the guards at both ends: the arguments going out (``tool_args``) and
+        the result coming back (``tool_result``, quarantined or masked as configured)."""
+        assert self.guarding is not None
+        arguments = args.model_dump(mode="json")
+        screened = await self.guarding.screen("tool_args", json.dumps(arguments))
+        if screened.verdict == "blocked":
+            refusal = PolicyDenied(
+                f"the arguments of {tool.name!r} were not sent: a guard flagged them "
+                f"({screened.summary}). Do not put such content in tool arguments."
+            )
+            return await self.refuse(call, refusal)
+        if self.agent.unmask_tool_args:
+            # Placeholders the model saw (<PERSON_1>) become the real values for the tool.
+            args = validate_arguments(tool, self.guarding.unmask(arguments))
+        outcome = await self.act(call, tool, args)
+        if not outcome.ok:
+            return outcome
+        result = await self.guarding.screen("tool_result", outcome.text)
+        if result.verdict == "blocked":
+            withheld = f"[bastion: the result of {tool.name} was withheld ({result.summary})]"
+            return CallOutcome(text=withheld, ok=True, output=outcome.output)
+        return CallOutcome(text=result.text, ok=True, output=outcome.output)
 
     async def check_action(
         self, call: ToolCall, *, preconditions: bool = True
@@ -387,7 +416,19 @@ class RunExecution:
     async def check_final(self, text: str | None) -> tuple[bool, Any]:
         """Validate the final answer. Returns (True, output) when the run may complete, or
         (False, None) after telling the model what to fix."""
+        withheld: str | None = None
+        if self.guarding is not None and text:
+            screened = await self.guarding.screen("model_output", text)
+            if screened.verdict == "blocked":
+                withheld = f"a guard withheld it ({screened.summary}); answer without that content"
+            # What the user gets back: masked where a guard masked it, with the run's own
+            # placeholders restored when the agent allows it.
+            text = screened.text
+            if self.agent.unmask_output:
+                text = self.guarding.unmask(text)
         problem, output = self._validate_output(text)
+        if withheld is not None:
+            problem, output = withheld, None
         payload = {"text": text}
         slot = await self.journal.begin(
             StepKind.VALIDATION, "final_output", payload, digest(payload), durable=False

@@ -117,7 +117,7 @@ async def _ask_for_plan(ex: RunExecution) -> Plan | None:
 
 
 async def run_plan_mode(ex: RunExecution) -> Any:
-    ex.start_conversation()
+    await ex.start_conversation()
     tools = ", ".join(
         f"{t.name}({json.dumps(t.input_schema.get('properties', {}))})" for t in ex.agent.tools
     )
