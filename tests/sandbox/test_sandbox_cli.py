@@ -98,3 +98,47 @@ def test_check_reports_the_missing_layer() -> None:
     assert result.returncode == 1, result
     assert "missing" in result.stdout and "user_namespace" in result.stdout
     assert "Bastion refuses to run code here" in result.stderr
+
+
+async def test_serve_answers_remote_sandboxes() -> None:
+    import asyncio
+    import os
+    import signal
+    import socket
+
+    from bastion.sandbox.remote import RemoteSandbox
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "BASTION_SANDBOX_API_KEY": "k3y"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bastion.sandbox",
+        "serve",
+        "--port",
+        str(port),
+        "--pool",
+        "1",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    remote = RemoteSandbox(f"http://127.0.0.1:{port}", api_key="k3y")
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = await proc.stdout.readline()  # printed once it listens
+        assert b"Serving the sandbox API" in line and await remote.health()
+        result = await remote.execute("print(sum(range(10)))")
+        assert result.ok and result.stdout == "45\n"
+    finally:
+        await remote.aclose()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+def test_serve_needs_a_key() -> None:
+    result = CliRunner().invoke(app, ["serve", "--api-key-env", "BASTION_TEST_NO_SUCH_VAR"])
+    assert result.exit_code == 2 and "BASTION_TEST_NO_SUCH_VAR" in result.stderr

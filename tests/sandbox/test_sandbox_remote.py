@@ -1,81 +1,33 @@
-"""The remote backend: against a real HTTP service on 127.0.0.1 (which answers the API with a
-namespace sandbox), and against ``httpx.MockTransport`` for the service's faults."""
+"""The remote backend: against the real sandbox service on 127.0.0.1 (which answers the API with
+a namespace sandbox), and against ``httpx.MockTransport`` for the service's faults."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from bastion.sandbox import Limits, NamespaceOptions, NamespaceSandbox, RemoteSandboxError
-from bastion.sandbox.remote import RemoteSandbox, serve_execution
+from bastion.sandbox import service as service_module
+from bastion.sandbox.remote import RemoteSandbox
+from bastion.sandbox.service import SandboxService
 
 API_KEY = "test-key"
 
 
-class _Service:
-    """A sandbox service: HTTP in a thread, a namespace sandbox on its own event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.sandbox = NamespaceSandbox(NamespaceOptions(pool_size=1))
-        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(30)
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._send(200, b'{"status": "ok"}')
-
-            def do_POST(self) -> None:
-                if self.headers.get("Authorization") != f"Bearer {API_KEY}":
-                    self._send(401, b'{"detail": "bad key"}')
-                    return
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                future = asyncio.run_coroutine_threadsafe(
-                    serve_execution(service.sandbox, body), service.loop
-                )
-                self._send(*future.result(60))
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        self.http_thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.http_thread.start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-        asyncio.run_coroutine_threadsafe(self.sandbox.aclose(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
-def service() -> Iterator[_Service]:
-    svc = _Service()
-    yield svc
-    svc.close()
+def service() -> Iterator[SandboxService]:
+    """The real service (``bastion sandbox serve``) on 127.0.0.1, over a namespace sandbox."""
+    with SandboxService(
+        lambda: NamespaceSandbox(NamespaceOptions(pool_size=1)), api_key=API_KEY
+    ) as svc:
+        yield svc
 
 
 @pytest.fixture
-async def remote(service: _Service) -> AsyncIterator[RemoteSandbox]:
+async def remote(service: SandboxService) -> AsyncIterator[RemoteSandbox]:
     sb = RemoteSandbox(service.url, api_key=API_KEY)
     yield sb
     await sb.aclose()
@@ -99,7 +51,7 @@ async def test_isolation_holds_behind_the_service(remote: RemoteSandbox) -> None
     assert result.exit_status == 1 and "PermissionError" in result.stderr
 
 
-async def test_bad_key_is_not_retryable(service: _Service) -> None:
+async def test_bad_key_is_not_retryable(service: SandboxService) -> None:
     sb = RemoteSandbox(service.url, api_key="wrong")
     with pytest.raises(RemoteSandboxError) as info:
         await sb.execute("print(1)")
@@ -108,13 +60,24 @@ async def test_bad_key_is_not_retryable(service: _Service) -> None:
     assert info.value.code == "sandbox_remote"
 
 
-async def test_invalid_request_is_a_422(service: _Service) -> None:
-    status, body = await asyncio.wrap_future(
-        asyncio.run_coroutine_threadsafe(
-            serve_execution(service.sandbox, b'{"code": 1}'), service.loop
-        )
-    )
-    assert status == 422 and json.loads(body)["title"] == "invalid_request"
+async def test_service_refuses_bad_requests(service: SandboxService) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=service.url) as client:
+        bad = await client.post("/v1/executions", content=b'{"code": 1}', headers=auth)
+        assert bad.status_code == 422 and bad.json()["title"] == "invalid_request"
+        assert (await client.get("/v1/health")).status_code == 401
+        assert (await client.get("/v1/health", headers=auth)).status_code == 200
+        assert (await client.post("/v1/other", content=b"{}", headers=auth)).status_code == 404
+
+
+async def test_service_caps_the_body(
+    service: SandboxService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "MAX_BODY_BYTES", 100)
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=service.url) as client:
+        resp = await client.post("/v1/executions", content=b"x" * 1000, headers=auth)
+    assert resp.status_code == 413
 
 
 def _mock(handler: httpx.MockTransport) -> RemoteSandbox:

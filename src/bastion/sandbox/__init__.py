@@ -3,7 +3,8 @@
 Owns: the public surface of the sandbox subsystem. ``NamespaceSandbox`` (Linux namespaces,
 seccomp, Landlock, a warm pool) is the default backend; ``RemoteSandbox`` speaks HTTP to a
 sandbox service (VM-grade isolation); ``GuardedSandbox`` adds the static pre-check in front of
-either; ``run_python_tool`` declares the agent tool. See docs/sandbox.md.
+either; ``SandboxService`` serves the remote API from an isolated host; ``run_python_tool``
+declares the agent tool. See docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bastion.sandbox._types import (
 )
 from bastion.sandbox.precheck import GuardedSandbox, PrecheckPolicy, precheck
 from bastion.sandbox.remote import RemoteSandbox
+from bastion.sandbox.service import SandboxService
 from bastion.sandbox.tool import RunPythonResult, run_python_tool
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "RunPythonResult",
     "Sandbox",
     "SandboxCrashed",
+    "SandboxService",
     "SandboxUnsupported",
     "Timing",
     "precheck",

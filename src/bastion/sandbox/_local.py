@@ -505,13 +505,15 @@ class _Capture:
 
     async def run(self) -> None:
         while chunk := await self._stream.read(65536):
+            if self.truncated:
+                continue  # the run is being killed; keep reading so the pipe reaches EOF
             room = self._cap - len(self._buf)
             if len(chunk) > room:
                 self._buf += chunk[: max(room, 0)]
                 self.truncated = True
                 self._overflow.set()
-                return
-            self._buf += chunk
+            else:
+                self._buf += chunk
 
     def text(self) -> str:
         return self._buf.decode("utf-8", errors="replace")

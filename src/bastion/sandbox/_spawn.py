@@ -87,6 +87,13 @@ class Launched:
     async def reap(self) -> None:
         self.kill()
         await self.process.wait()
+        # Read the pipes to their end: a transport left paused on a full buffer never sees EOF,
+        # never closes, and is finalised after its event loop is gone.
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(5):
+                for stream in (self.stdout, self.stderr):
+                    while await stream.read(65536):
+                        pass
         for pipe in self.pipes:
             pipe.close()
 

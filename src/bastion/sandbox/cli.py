@@ -11,6 +11,7 @@ sandbox``; also ``python -m bastion.sandbox``). Exit statuses of ``run``:
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -135,3 +136,40 @@ def check() -> None:
         typer.echo(f"Missing: {', '.join(missing)}. Bastion refuses to run code here.", err=True)
         raise typer.Exit(1)
     typer.echo("All required layers are in place.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the bearer key clients must send.")
+    ] = "BASTION_SANDBOX_API_KEY",
+    pool: Annotated[int, typer.Option(help="Warm sandboxes to keep.")] = 2,
+) -> None:
+    """Serve the remote sandbox API (POST /v1/executions) on this (isolated) host."""
+    from bastion.sandbox.service import SandboxService
+
+    key = os.environ.get(api_key_env)
+    if not key:
+        typer.echo(f"bastion sandbox: set {api_key_env} to the key clients will send.", err=True)
+        raise typer.Exit(2)
+    service = SandboxService(
+        lambda: NamespaceSandbox(NamespaceOptions(pool_size=pool)),
+        host=host,
+        port=port,
+        api_key=key,
+    )
+    try:
+        url = service.start()
+    except BastionError as exc:
+        typer.echo(f"bastion sandbox: {exc.message}\n  hint: {exc.hint}", err=True)
+        service.close()
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    typer.echo(f"Serving the sandbox API on {url}/v1/executions (Ctrl-C stops).")
+    try:
+        service.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.close()
