@@ -10,7 +10,7 @@ declares the agent tool. See docs/sandbox.md.
 from __future__ import annotations
 
 from bastion.sandbox._errors import RemoteSandboxError, SandboxCrashed, SandboxUnsupported
-from bastion.sandbox._local import NamespaceOptions, NamespaceSandbox
+from bastion.sandbox._local import DEFAULT_PRELOAD, NamespaceOptions, NamespaceSandbox
 from bastion.sandbox._types import (
     ExecResult,
     Finding,
@@ -26,6 +26,7 @@ from bastion.sandbox.service import SandboxService
 from bastion.sandbox.tool import RunPythonResult, run_python_tool
 
 __all__ = [
+    "DEFAULT_PRELOAD",
     "ExecResult",
     "Finding",
     "GuardedSandbox",
