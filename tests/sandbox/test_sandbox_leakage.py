@@ -58,14 +58,21 @@ PAIRS = [
         "    os.setsid()\n"
         "    null = os.open(os.devnull, os.O_RDWR)\n"
         "    for fd in (0, 1, 2): os.dup2(null, fd)  # let the caller see EOF now\n"
-        "    for i in range(40):\n"
-        f"        open('/tmp/bastion-bg-{TAG}', 'w').write(str(i)); time.sleep(0.05)\n"
+        f"    p = '/tmp/bastion-bg-{TAG}'\n"
+        "    open(p, 'w').close()\n"
+        "    for i in range(80):\n"
+        "        try: f = open(p, 'r+')  # stops once the test has removed the file\n"
+        "        except OSError: break\n"
+        "        f.truncate(); f.write(str(i)); f.close(); time.sleep(0.05)\n"
         "    os._exit(0)\n",
-        "import os, time\n"
-        f"p = '/tmp/bastion-bg-{TAG}'\n"
-        "time.sleep(0.3)\n"
-        "print('ESCAPED' if os.path.exists(p) and time.time() - os.path.getmtime(p) < 0.2 "
-        "else 'clean')\n",
+        # Watches for a while (not a fixed instant) so a busy machine cannot hide the writer.
+        "import time\n"
+        "seen = set()\n"
+        "for _ in range(40):\n"
+        f"    try: seen.add(open('/tmp/bastion-bg-{TAG}').read())\n"
+        "    except OSError: pass\n"
+        "    time.sleep(0.05)\n"
+        "print('ESCAPED' if len(seen) > 1 else 'clean')\n",
     ),
 ]
 
