@@ -37,6 +37,9 @@ def test_demo_runs_and_checks_itself(tmp_path: Path) -> None:
     assert "✔ the resumed run waited for a human instead of calling issue_refund again" in out
     assert "✔ exactly one refund of $249.00 on A-1002 and one of $12.50 on B-2001" in out
     assert "✔ exactly one email per refund run" in out
+    # run_python: the agent's pandas analysis ran in the sandbox and its figures came back.
+    assert "✔ run_python executed the analysis in the sandbox" in out
+    assert "2 refunds, $261.50 in total; largest $249.00 on A-1002" in out
     assert "every check held" in out
     assert "✘" not in out
     assert (tmp_path / "shop.db").exists() and (tmp_path / "bastion.db").exists()

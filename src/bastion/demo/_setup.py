@@ -23,6 +23,13 @@ from bastion.demo.shop import Shop
 from bastion.demo.tools import build_tools
 from bastion.engine import StepObserver
 from bastion.models import ModelProvider
+from bastion.sandbox import (
+    DEFAULT_PRELOAD,
+    Limits,
+    NamespaceOptions,
+    NamespaceSandbox,
+    run_python_tool,
+)
 from bastion.testing import FunctionModel
 
 #: Seconds a worker's lease lasts; a killed worker's run is claimable once it expires.
@@ -57,6 +64,8 @@ class Demo:
     bastion: Bastion
     shop: Shop
     script: FunctionModel | None
+    #: Where run_python executes; started only by the phase that uses it.
+    sandbox: NamespaceSandbox
 
 
 def build_demo(
@@ -71,16 +80,21 @@ def build_demo(
     settings = demo_settings(directory, model=model, config=config, env=env)
     script = FunctionModel(shop_script, name="scripted") if is_scripted(model) else None
     providers: dict[str, ModelProvider] = {"scripted": script} if script is not None else {}
+    # pandas is preloaded in the warm sandbox so the analysis does not pay for its import.
+    sandbox = NamespaceSandbox(NamespaceOptions(pool_size=1, preload=(*DEFAULT_PRELOAD, "pandas")))
+    analysis = run_python_tool(
+        sandbox, limits=Limits(wall_seconds=30, cpu_seconds=30, memory_bytes=1024 * 2**20)
+    )
     bastion = Bastion(
         settings,
         # The agent names its model directly (a route name works too), so a ``default`` route in
         # the user's configuration cannot override the model the demo was asked to use.
-        agents=[build_agent(build_tools(shop), model=model or SCRIPTED)],
+        agents=[build_agent([*build_tools(shop), analysis], model=model or SCRIPTED)],
         providers=providers,
         env=env,
         observer=observer,
     )
-    return Demo(bastion=bastion, shop=shop, script=script)
+    return Demo(bastion=bastion, shop=shop, script=script, sandbox=sandbox)
 
 
 #: Where the crashing worker dies: "after" issue_refund finished (its result is journaled),

@@ -26,6 +26,8 @@ Use the tools; never invent order data.
 - issue_refund refunds an order. Refund at most what is left to refund. Refunds over $100 are
   held for a human's approval automatically: just call the tool.
 - After a refund, send_email to the customer confirming the amount and the refund id.
+- For reports, export_refunds gives the refunds as CSV; analyse it with run_python (pandas is
+  available; pass the CSV in `files` and print the result).
 Finish with a short plain-text summary of what you did."""
 
 STATUS_QUESTION = "Hi, this is dana@example.com. Where are my orders?"
@@ -37,6 +39,17 @@ PARTIAL_REFUND_REQUEST = (
     "Order B-2001 came without its filter pack. Please refund $12.50 for it and let the "
     "customer know by email."
 )
+
+SUMMARY_REQUEST = "Give me a summary of today's refunds: count, total and the largest."
+
+#: The analysis the scripted model writes for SUMMARY_REQUEST; runs in the sandbox.
+SUMMARY_CODE = """\
+import pandas as pd
+refunds = pd.read_csv("refunds.csv")
+largest = refunds.loc[refunds["amount"].idxmax()]
+print(f"{len(refunds)} refunds, ${refunds['amount'].sum():.2f} in total; "
+      f"largest ${largest['amount']:.2f} on {largest['order_id']} ({largest['reason']})")
+"""
 
 #: The script's refunds: order, amount (None: all that is left) and reason, per request.
 _REFUNDS: dict[str, tuple[str, float | None, str]] = {
@@ -74,6 +87,8 @@ def shop_script(request: ModelRequest) -> ModelResponse:
     results = _results(request)
     n = len(results) + 1
     last_name, last = results[-1] if results else ("", None)
+    if first == SUMMARY_REQUEST:
+        return _summary_script(results, n)
     if first == STATUS_QUESTION:
         if not results:
             return reply(None, call("search_orders", {"email": "dana@example.com"}, id=f"c{n}"))
@@ -100,3 +115,15 @@ def shop_script(request: ModelRequest) -> ModelResponse:
         refund = next(v for name, v in results if name == "issue_refund")
         return reply(f"Refunded ${refund['amount']:.2f} on {order_id} and emailed {last['to']}.")
     return reply(f"I could not finish: {last}")
+
+
+def _summary_script(results: list[tuple[str, Any]], n: int) -> ModelResponse:
+    if not results:
+        return reply(None, call("export_refunds", {}, id=f"c{n}"))
+    last_name, last = results[-1]
+    if last_name == "export_refunds" and isinstance(last, str):
+        arguments = {"code": SUMMARY_CODE, "files": {"refunds.csv": last}}
+        return reply(None, call("run_python", arguments, id=f"c{n}"))
+    if last_name == "run_python" and isinstance(last, dict) and last.get("ok"):
+        return reply(f"Refund summary: {str(last.get('stdout', '')).strip()}")
+    return reply(f"I could not compute the summary: {last}")

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from bastion.app import Bastion
 from bastion.cli._render import render_run
-from bastion.core.errors import BastionError
+from bastion.core.errors import BastionError, SandboxError
 from bastion.core.records import Run, RunStatus, StepStatus, WaitReason
 from bastion.demo._report import Checks, summary
 from bastion.demo._setup import (
@@ -44,9 +44,16 @@ from bastion.demo._setup import (
     build_demo,
     is_scripted,
 )
-from bastion.demo.agent import AGENT_NAME, PARTIAL_REFUND_REQUEST, REFUND_REQUEST, STATUS_QUESTION
+from bastion.demo.agent import (
+    AGENT_NAME,
+    PARTIAL_REFUND_REQUEST,
+    REFUND_REQUEST,
+    STATUS_QUESTION,
+    SUMMARY_REQUEST,
+)
 from bastion.demo.shop import Shop
 from bastion.demo.tools import APPROVAL_THRESHOLD
+from bastion.sandbox import NamespaceSandbox
 
 REVIEWER = "demo-reviewer"
 OPERATOR = "demo-operator"
@@ -110,6 +117,7 @@ async def _demo(
             approved = await driver.resume(approved, _PHASE_4)
         unknown = await driver.outcome_unknown(crashed)
         await summary(bastion, shop, [question], [approved, unknown], crashed, checks, out)
+        await driver.analysis(demo.sandbox)
     if checks.failed:
         out.print(f"demo failed: {len(checks.failed)} check(s) did not hold", style="red bold")
         return False
@@ -309,3 +317,30 @@ class _Driver:
             "the resumed run waited for a human instead of calling issue_refund again",
         )
         return run
+
+    async def analysis(self, sandbox: NamespaceSandbox) -> None:
+        """Phase 6: the agent analyses the refunds with pandas in the sandbox (run_python)."""
+        self.phase("6. The agent computes a refund summary with pandas, in the sandbox")
+        self.out.print(f"operator: {SUMMARY_REQUEST}")
+        try:
+            await sandbox.start()
+        except SandboxError as exc:
+            # The host lacks an isolation layer: the sandbox fails closed, and so does the phase.
+            self.checks.expect(False, f"the sandbox starts on this host ({exc})", safety=True)
+            return
+        try:
+            run = await self.bastion.run(AGENT_NAME, SUMMARY_REQUEST)
+            run = await self.show(run.id)
+        finally:
+            await sandbox.aclose()
+        steps = await self.bastion.steps(run.id)
+        ran = [s for s in steps if s.name == "run_python" and s.status is StepStatus.COMPLETED]
+        result = ran[0].output if ran else None
+        self.checks.expect(
+            isinstance(result, dict) and bool(result.get("ok")),
+            "run_python executed the analysis in the sandbox",
+        )
+        self.checks.expect(
+            run.status is RunStatus.COMPLETED and "refunds" in str(run.output),
+            f"the agent reported: {run.output}",
+        )

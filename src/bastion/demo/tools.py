@@ -3,7 +3,8 @@
 Owns: ``lookup_order`` and ``search_orders`` (reads), ``issue_refund`` (a write: not idempotent
 for the engine, approval above a threshold, preconditions and a postcondition; it hands the
 step's idempotency key to the shop, which refuses a key it has seen, as a payment API does) and
-``send_email`` (an external effect, also keyed). Tools are built per shop (no module state).
+``send_email`` (an external effect, also keyed) and ``export_refunds`` (a read, CSV for
+analysis in the sandbox). Tools are built per shop (no module state).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class EmailSent(BaseModel):
 
 
 def build_tools(shop: Shop, *, approval_threshold: float = APPROVAL_THRESHOLD) -> list[Tool]:
-    """The four tools, bound to ``shop``."""
+    """The shop's tools, bound to ``shop``."""
 
     @tool(effect="read")
     def lookup_order(order_id: str) -> Order:
@@ -69,9 +70,9 @@ def build_tools(shop: Shop, *, approval_threshold: float = APPROVAL_THRESHOLD) -
     def order_exists(args: BaseModel) -> bool:
         return shop.order(getattr(args, "order_id", "")) is not None
 
-    # Preconditions are checked again whenever the run is resumed from its journal, so they
-    # must not depend on the tool's own effect: "at most the order total" holds before and after
-    # the refund; "at most what is left" is the payment API's check (``RefundTooLarge``).
+    # Preconditions are judged when the call is first made (a resumed run keeps the journal's
+    # verdict). "At most the order total" is the contract's check; "at most what is left" is the
+    # payment API's own (``RefundTooLarge``), as it would be in a real shop.
     def within_total(args: BaseModel) -> bool:
         order = shop.order(getattr(args, "order_id", ""))
         amount = float(getattr(args, "amount", 0))
@@ -119,4 +120,16 @@ def build_tools(shop: Shop, *, approval_threshold: float = APPROVAL_THRESHOLD) -
             raise ToolError(f"the mail API refused the message: {exc}") from None
         return EmailSent(message_id=message_id, to=to)
 
-    return [lookup_order, search_orders, issue_refund, send_email]
+    @tool(effect="read")
+    def export_refunds() -> str:
+        """All refunds as CSV text (refund_id, order_id, customer, amount, reason), for
+        analysis with run_python."""
+        lines = ["refund_id,order_id,customer,amount,reason"]
+        for r in shop.refunds():
+            order = shop.order(r["order_id"]) or {}
+            customer = str(order.get("customer", "")).replace(",", " ")
+            reason = str(r["reason"]).replace(",", " ")
+            lines.append(f"R-{r['id']},{r['order_id']},{customer},{r['amount']:.2f},{reason}")
+        return "\n".join(lines) + "\n"
+
+    return [lookup_order, search_orders, issue_refund, send_email, export_refunds]
