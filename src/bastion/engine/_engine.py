@@ -366,6 +366,8 @@ class Engine:
                     changes={
                         "status": RunStatus.CANCELLED,
                         "error": {"code": "cancelled", "message": reason},
+                        "wait_reason": None,
+                        "waiting_step": None,
                         "lease_owner": None,
                         "lease_expires_at": None,
                     },

@@ -108,11 +108,16 @@ class Store:
 
     async def upgrade(self) -> list[int]:
         """Apply missing migrations; safe to call from many processes at once."""
-        async with self._write() as conn:
-            if self.dialect == "postgresql":
-                # Serialise concurrent upgrades across processes for this transaction.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7419001)"))
-            return await upgrade(conn)
+
+        async def op() -> list[int]:
+            async with self._write() as conn:
+                if self.dialect == "postgresql":
+                    # Serialise concurrent upgrades across processes for this transaction.
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(7419001)"))
+                return await upgrade(conn)
+
+        applied: list[int] = await self._retry_locked(op)
+        return applied
 
     async def schema_version(self) -> int:
         async with self._write() as conn:
@@ -342,12 +347,17 @@ class Store:
         )
 
     async def resolve_dead_letters(self, run_id: str, resolution: str) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                update(dead_letters)
-                .where(and_(dead_letters.c.run_id == run_id, dead_letters.c.resolved_at.is_(None)))
-                .values(resolved_at=time.time(), resolution=resolution)
-            )
+        async def op() -> None:
+            async with self._write() as conn:
+                await conn.execute(
+                    update(dead_letters)
+                    .where(
+                        and_(dead_letters.c.run_id == run_id, dead_letters.c.resolved_at.is_(None))
+                    )
+                    .values(resolved_at=time.time(), resolution=resolution)
+                )
+
+        await self._retry_locked(op)
 
     async def list_dead_letters(
         self, *, tenant: str | None = None, include_resolved: bool = False, limit: int = 100
@@ -452,9 +462,12 @@ class Store:
         if self._writer is not None and not archived:
             return [codec.row_to_step(r) for r in await self._writer.step_rows(run_id)]
         table = step_archive if archived else steps
-        query = select(table).where(table.c.run_id == run_id).order_by(table.c.step_no)
+        query = select(table).where(table.c.run_id == run_id)
         if archived:
-            query = query.order_by(step_archive.c.generation)
+            # Oldest archived attempt first, each in step order.
+            query = query.order_by(step_archive.c.generation, step_archive.c.step_no)
+        else:
+            query = query.order_by(steps.c.step_no)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [codec.row_to_step(r) for r in rows]

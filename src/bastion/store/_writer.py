@@ -321,9 +321,7 @@ class PostgresWriter(_Reads):
     """``asyncpg`` connections kept open between commits (up to ``keep`` idle ones); a broken
     connection is dropped, never reused."""
 
-    def __init__(
-        self, dsn: str, *, url: str, keep: int = 5, connect_timeout: float = 10.0
-    ) -> None:
+    def __init__(self, dsn: str, *, url: str, keep: int = 5, connect_timeout: float = 10.0) -> None:
         self._dsn = dsn
         self._url = url
         self._keep = keep
