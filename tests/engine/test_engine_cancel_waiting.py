@@ -1,4 +1,4 @@
-"""Cancelling a run that waits for a human closes the wait; every replayed attempt stays archived."""
+"""Cancelling a waiting run closes the wait; every replayed attempt stays archived."""
 
 from __future__ import annotations
 
