@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from bastion._sandboxing import build_run_python, build_sandbox
 from bastion.config import AgentSettings, Settings
 from bastion.core.errors import ConfigError, InvalidState
 from bastion.core.records import Decision, DecisionKind, Run, RunStatus, Step
 from bastion.engine import Agent, Engine, EngineOptions, Limits, StepObserver, Worker
 from bastion.governance.guards import GuardPipeline
 from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
+from bastion.sandbox import Sandbox
 from bastion.store import DeadLetter, Store
 from bastion.tools import Tool, ToolRegistry
 
@@ -74,6 +76,11 @@ class Bastion:
         self.tools = ToolRegistry(tools)
         for module in self.settings.tool_modules:
             self._register_module(module)
+        self.sandbox: Sandbox | None = None
+        if self.settings.sandbox is not None:
+            self.sandbox = build_sandbox(self.settings.sandbox, self._env)
+            if "run_python" not in self.tools:
+                self.tools.register(build_run_python(self.sandbox, self.settings.sandbox))
         self.agents = self._build_agents(agents)
         self._store: Store | None = None
         self._router: ModelRouter | None = None
@@ -166,6 +173,8 @@ class Bastion:
         return self
 
     async def close(self) -> None:
+        if self.sandbox is not None:
+            await self.sandbox.aclose()
         if self._router is not None:
             await self._router.aclose()
         if self._store is not None:

@@ -35,6 +35,24 @@ class WorkerSettings(BaseModel):
     watch_interval: float = Field(default=1.0, gt=0)
 
 
+class SandboxSettings(BaseModel):
+    """The ``sandbox:`` section: where ``run_python`` executes model-written code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["namespaces", "remote"] = "namespaces"
+    #: Pre-isolated, warmed sandboxes kept ready (namespaces backend).
+    pool_size: int = Field(default=2, ge=0, le=64)
+    #: Extra modules imported in the warm sandboxes (e.g. pandas) so code does not pay for them.
+    preload: list[str] = Field(default_factory=list)
+    wall_seconds: float = Field(default=20.0, gt=0, le=3600)
+    cpu_seconds: int = Field(default=20, ge=1, le=3600)
+    memory_mb: int = Field(default=512, ge=16)
+    #: remote backend: the sandbox service's URL and the env variable holding its API key.
+    remote_url: str | None = None
+    api_key_env: str | None = "BASTION_SANDBOX_API_KEY"
+
+
 class LimitsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +91,8 @@ class Settings(BaseModel):
     #: The ``guards:`` section (docs/guards.md); absent means runs execute without guards.
     #: Validated by the guards' own settings when Bastion is built.
     guards: dict[str, Any] | None = None
+    #: Present: the ``run_python`` tool is registered and runs code in this sandbox.
+    sandbox: SandboxSettings | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings") -> Settings:
