@@ -222,8 +222,8 @@ class RunExecution:
 
     async def handle_call(self, call: ToolCall) -> CallOutcome:
         # Preconditions look at the world, which the call itself may have changed since it was
-        # journaled: on replay, the journal's verdict stands (a recorded refusal is replayed,
-        # a recorded approval or tool step is not checked again).
+        # journaled: on replay, the journal's verdict stands (a recorded refusal is replayed;
+        # a call that got past them is not checked again).
         recorded = self.journal.recorded(self.journal.next_no)
         if (
             recorded is not None
@@ -232,9 +232,10 @@ class RunExecution:
             and isinstance(recorded.input, dict)
         ):
             return await self.refuse(call, _rebuild(recorded.input["error"]))
-        replaying = recorded is not None and recorded.kind in (StepKind.APPROVAL, StepKind.TOOL)
+        # Any other recorded step here (approval, guard verdict, tool) means the call passed
+        # its preconditions when it was first made.
         try:
-            tool, args = await self.check_action(call, preconditions=not replaying)
+            tool, args = await self.check_action(call, preconditions=recorded is None)
         except (ToolArgumentsInvalid, ToolNotFound, InvalidModelOutput, PreconditionFailed) as exc:
             return await self.refuse(call, exc)
         if tool.needs_approval(args):
