@@ -17,6 +17,7 @@ from bastion.governance.guards import (
     GuardsConfig,
     ScanContext,
     _injection_rules,
+    _instructions,
     _normalize,
     _pii_names,
     _pii_patterns,
@@ -27,7 +28,14 @@ from bastion.governance.guards._text import decode_bytes
 
 
 def _builtin_patterns() -> Iterator[tuple[str, re.Pattern[str]]]:
-    for module in (_pii_patterns, _pii_names, _secrets, _normalize, _injection_rules):
+    for module in (
+        _pii_patterns,
+        _pii_names,
+        _secrets,
+        _normalize,
+        _injection_rules,
+        _instructions,
+    ):
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
                 yield f"{module.__name__}.{name}", value

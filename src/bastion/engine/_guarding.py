@@ -40,7 +40,12 @@ class Guarding:
         self.journal = journal
 
     def context(self, boundary: Boundary) -> ScanContext:
-        return ScanContext(boundary=boundary, tenant_id=self.run.tenant, run_id=self.run.id)
+        return ScanContext(
+            boundary=boundary,
+            tenant_id=self.run.tenant,
+            run_id=self.run.id,
+            instructions=self.run.spec.get("instructions") or None,
+        )
 
     async def screen(self, boundary: Boundary, text: str) -> Screened:
         decision = self.pipeline.scan(text, self.context(boundary))

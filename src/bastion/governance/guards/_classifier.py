@@ -23,6 +23,29 @@ _SPLIT = re.compile(r"\n{1,10}|(?<=[.!?])\s{1,10}")
 WINDOW_MIN = 60
 WINDOW_MAX = 400
 MAX_NGRAM = 2
+#: Verbs that open a task given to an assistant, written from general knowledge (not from any
+#: test split). A window that opens with one gets the class feature ``^VERB``, so an instruction
+#: about a topic never seen in training still looks like an instruction.
+TASK_VERBS = frozenset(
+    """
+    add adapt advise analyse analyze answer arrange ask assess build calculate categorize
+    categorise change check choose classify code compare compile complete compose compute
+    condense construct convert correct count create decode decrypt define delete describe design
+    detect determine develop devise discuss display draft draw edit elaborate encode encrypt
+    enumerate estimate evaluate examine explain explore express extract fill find fix forecast
+    format formulate forward generate give guess help identify illustrate imagine improve include
+    indicate inform insert interpret introduce investigate judge label list locate make mention
+    name note offer organize organise outline paraphrase pick plan predict prepare present print
+    produce propose provide rank rate read recommend recount reformat reply report reorder
+    rephrase replace research respond restate retrieve reverse review rewrite say schedule score
+    search select send share show simplify solve sort spell state suggest summarize summarise
+    tell test track transform translate type update use verify visit write
+    """.split()  # noqa: SIM905
+)
+_OPENERS = frozenset({"please", "kindly", "now", "also", "then", "and", "additionally"})
+_OUTPUT_NOUNS = frozenset(
+    {"answer", "answers", "response", "responses", "reply", "replies", "output"}
+)
 
 
 def features(text: str) -> set[str]:
@@ -37,6 +60,15 @@ def features(text: str) -> set[str]:
         feats.add(f"${toks[-1]}")
         if len(toks) > 1:
             feats.add(f"^{toks[0]} {toks[1]}")
+        first = toks[1] if toks[0] in _OPENERS and len(toks) > 1 else toks[0]
+        if first in TASK_VERBS:
+            feats.add("^VERB")
+            feats.add(f"^VERB ${toks[-1]}")
+    for a, b in itertools.pairwise(toks):
+        if a == "your" and b in _OUTPUT_NOUNS:
+            feats.add("#your_output")
+        elif b in TASK_VERBS and a in {".", "?", "!", ":", "please", "kindly"}:
+            feats.add("#VERB_after_stop")
     return feats
 
 

@@ -252,16 +252,21 @@ class DetectionRate:
 def detection_rate(
     name: str,
     flagged: Callable[[str, ScanContext], bool],
-    attacks: Iterable[str],
-    benign: Iterable[str],
+    attacks: Iterable[str | tuple[str, str]],
+    benign: Iterable[str | tuple[str, str]],
     boundary: Boundary,
 ) -> DetectionRate:
-    ctx = ScanContext(boundary=boundary)
+    """Texts are scanned alone, or as ``(text, instructions)`` with the agent's instructions."""
+    plain = ScanContext(boundary=boundary)
     n_att = n_det = n_ben = n_fp = 0
     chars = 0
     seconds = cpu = 0.0
-    for texts, is_attack in ((attacks, True), (benign, False)):
-        for text in texts:
+    for items, is_attack in ((attacks, True), (benign, False)):
+        for item in items:
+            if isinstance(item, tuple):
+                text, ctx = item[0], ScanContext(boundary=boundary, instructions=item[1])
+            else:
+                text, ctx = item, plain
             t0, c0 = time.perf_counter(), time.process_time()
             hit = flagged(text, ctx)
             seconds += time.perf_counter() - t0
@@ -309,6 +314,27 @@ def injection_suite(
     out.append(detection_rate("prompt_injection.json (all)", flagged, every, benign, "user_input"))
     out.append(
         detection_rate("prompt_injection.json (held-out 2/3)", flagged, held, benign, "user_input")
+    )
+    # With the agent's instructions (the test case's system prompt). Benign requests are scanned
+    # against every distinct system prompt of the file, so a rule-reading check that flags
+    # ordinary requests shows up as false positives.
+    prompts = sorted({str(r["test_case_prompt"]) for r in rows})
+    pairs = [(b, p) for b in benign for p in prompts]
+    with_all = [(str(r["user_input"]), str(r["test_case_prompt"])) for r in rows]
+    with_held = [
+        (str(r["user_input"]), str(r["test_case_prompt"]))
+        for r in rows
+        if int(str(r["prompt_id"])) % 3 != 0
+    ]
+    out.append(
+        detection_rate(
+            "prompt_injection.json + instr. (all)", flagged, with_all, pairs, "user_input"
+        )
+    )
+    out.append(
+        detection_rate(
+            "prompt_injection.json + instr. (held-out)", flagged, with_held, pairs, "user_input"
+        )
     )
     for kind in ("direct", "indirect"):
         subset = [str(r["user_input"]) for r in rows if r["injection_type"] == kind]

@@ -16,6 +16,7 @@ from bastion.governance.guards._injection_rules import (
     structural,
     triggered_rules,
 )
+from bastion.governance.guards._instructions import check as check_instructions
 from bastion.governance.guards._normalize import decoded_blobs, normalise, rot13
 from bastion.governance.guards._text import same_length_lower
 from bastion.governance.guards._types import Boundary, Finding, GuardName, ScanContext
@@ -47,6 +48,7 @@ class InjectionGuard:
         ctx = context or ScanContext()
         indirect = ctx.boundary in INDIRECT
         findings = self._scan(text, indirect, depth=self.config.decode_depth, offset=None)
+        findings += self._against_instructions(text, ctx)
         if not findings:
             return []
         score = _noisy_or([f.score for f in findings])
@@ -58,7 +60,17 @@ class InjectionGuard:
         """The combined injection score in [0, 1] (for evaluation and calibration)."""
         ctx = context or ScanContext()
         found = self._scan(text, ctx.boundary in INDIRECT, self.config.decode_depth, None)
+        found += self._against_instructions(text, ctx)
         return _noisy_or([f.score for f in found])
+
+    def _against_instructions(self, text: str, ctx: ScanContext) -> list[Finding]:
+        """User input read against the agent's instructions, when the caller passed them."""
+        if ctx.boundary != "user_input" or not ctx.instructions:
+            return []
+        return [
+            self._finding(s, e, rule, 0.6, "instructions")
+            for rule, s, e in check_instructions(text, ctx.instructions)
+        ]
 
     def _scan(
         self, text: str, indirect: bool, depth: int, offset: tuple[int, int] | None

@@ -52,6 +52,10 @@ class ScanContext:
     #: token): the secret guard reports them as PROTECTED_VALUE, also when spelled out with
     #: separators ("P-i-a-n-o") or reversed.
     protected: tuple[str, ...] = ()
+    #: The agent's instructions (system prompt), if the caller has them: at ``user_input`` the
+    #: injection guard then also flags messages that ask to reveal or override them, or that
+    #: touch a topic or value they explicitly forbid.
+    instructions: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
