@@ -267,7 +267,8 @@ class Engine:
         step = steps.get(run.waiting_step)
         if step is None or step.status is not StepStatus.STARTED:
             raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
-        editing_call = run.wait_reason is not WaitReason.OUTPUT_REVIEW
+        # Output and guard reviews are edited with a text (``output``), not call arguments.
+        editing_call = run.wait_reason not in (WaitReason.OUTPUT_REVIEW, WaitReason.GUARD_REVIEW)
         if decision.kind == "edit" and decision.arguments is not None and editing_call:
             self._check_edited_arguments(run, step, decision.arguments)
         await self.store.commit(

@@ -91,10 +91,9 @@ class Guarding:
 
 def _from_record(record: dict[str, Any], guarded: str, summary: str) -> Screened:
     match record.get("action"):
-        case "mask" | "quarantine":
-            return Screened(verdict="pass", text=guarded, summary=summary)
-        case "approve":
-            # A reviewer let it through; masking still applies to what a masking guard found.
+        case "mask" | "quarantine" | "approve":
+            # An approving reviewer lets it through; masking still applies to what a masking
+            # guard found.
             return Screened(verdict="pass", text=guarded, summary=summary)
         case "edit":
             return Screened(verdict="pass", text=str(record.get("text", guarded)), summary=summary)
