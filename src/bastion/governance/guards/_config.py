@@ -108,7 +108,25 @@ class InjectionConfig(_Model):
     #: for 3% false positives per document). Lower catches more indirect injections and flags
     #: more benign documents; docs/guards.md shows the trade-off.
     classifier_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    #: Languages (ISO 639-1 codes) the deployment reads and vets. A user message with a sentence
+    #: confidently in another language is flagged ("unvetted_language"): the rules, the
+    #: classifier and the instructions check read English, so they cannot vouch for it. Empty
+    #: turns the check off (say ``languages: []`` for a multilingual agent).
+    languages: tuple[str, ...] = ("en",)
     modes: dict[Boundary, Mode] = Field(default_factory=lambda: dict(_INJECTION_MODES))
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from bastion.governance.guards._language import known_languages
+
+        unknown = sorted(set(value) - known_languages())
+        if unknown:
+            raise ValueError(
+                f"unknown language code(s) {unknown}; use ISO 639-1 codes such as en, de, fr, "
+                "es, ja (the codes py3langid knows)"
+            )
+        return value
 
 
 class SecretsConfig(_Model):

@@ -292,8 +292,9 @@ def injection_suite(
     BIPIA: each test attack inserted into ``per_attack`` test contexts at three positions,
     scanned as a tool result; the benign test contexts alone measure false positives.
     prompt_injection.json: every ``user_input`` scanned as user input; benign user requests for
-    the false-positive rate are the BIPIA test e-mail questions and the BIPIA test text-attack
-    tasks ("Recommend a good book..."), which are ordinary requests when a user types them.
+    the false-positive rate are the BIPIA test e-mail questions, the BIPIA test text-attack
+    tasks ("Recommend a good book..."), which are ordinary requests when a user types them, and
+    the benign BIPIA test e-mails and code pasted into a request ("Summarize this email: ...").
     """
     out = []
     for task in ("email", "code"):
@@ -309,6 +310,12 @@ def injection_suite(
         )
     rows = load_prompt_injection(data)
     benign = load_questions("email", "test", data) + load_attacks("email", "test", data)
+    # Ordinary requests that hand over a document, as many injection cases do: the benign BIPIA
+    # test e-mails and code pasted into a question. Pasted documents are read as indirect text.
+    benign += [f"Summarize this email: '{c}'" for c in load_contexts("email", "test", data)]
+    benign += [
+        f"What does this code do: <code>{c}</code>" for c in load_contexts("code", "test", data)
+    ]
     held = [str(r["user_input"]) for r in rows if int(str(r["prompt_id"])) % 3 != 0]
     every = [str(r["user_input"]) for r in rows]
     out.append(detection_rate("prompt_injection.json (all)", flagged, every, benign, "user_input"))

@@ -9,6 +9,9 @@ or blocks it).
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from bastion.governance.guards._classifier import InjectionModel, load_model
 from bastion.governance.guards._config import InjectionConfig
 from bastion.governance.guards._injection_rules import (
@@ -17,11 +20,36 @@ from bastion.governance.guards._injection_rules import (
     triggered_rules,
 )
 from bastion.governance.guards._instructions import check as check_instructions
-from bastion.governance.guards._normalize import decoded_blobs, normalise, rot13
+from bastion.governance.guards._language import foreign_segments
+from bastion.governance.guards._normalize import (
+    REASSEMBLED,
+    WORD_CIPHERS,
+    decoded_blobs,
+    normalise,
+    rot13,
+)
 from bastion.governance.guards._text import same_length_lower
 from bastion.governance.guards._types import Boundary, Finding, GuardName, ScanContext
 
 INDIRECT: frozenset[Boundary] = frozenset({"tool_result", "retrieved_doc"})
+#: Where a user message hands over a document: "Summarize this webpage: '...'", "given this
+#: table: <table>...", "based on email: {...}", or markup. What follows is data, not the user's
+#: words, and is read as an indirect text (the way a tool result is).
+_DOC_INTRO = re.compile(
+    r"\b(?:this|these|the following|following|below|attached|based on|given)\b[^:\n]{0,60}?:\s?"
+    r"|<(?:code|table|html|!doctype|body|div|pre|article)\b",
+    re.IGNORECASE,
+)
+_MIN_DOCUMENT = 40
+
+
+def _document_start(text: str) -> int:
+    """Where a document handed over in a user message starts (``len(text)`` if none)."""
+    m = _DOC_INTRO.search(text, 0, 400)
+    if m is None:
+        return len(text)
+    start = m.start() if m.group().startswith("<") else m.end()
+    return start if len(text) - start >= _MIN_DOCUMENT else len(text)
 
 
 def _noisy_or(scores: list[float]) -> float:
@@ -37,6 +65,9 @@ class InjectionGuard:
     def __init__(self, config: InjectionConfig | None = None) -> None:
         self.config = config or InjectionConfig()
         self._model: InjectionModel | None = load_model() if self.config.use_classifier else None
+        self._languages = frozenset(self.config.languages)
+        if self._languages:
+            foreign_segments("warm up", self._languages)  # load the identifier now, not mid-run
 
     @property
     def name(self) -> GuardName:
@@ -46,9 +77,7 @@ class InjectionGuard:
         if not text or not text.strip():
             return []
         ctx = context or ScanContext()
-        indirect = ctx.boundary in INDIRECT
-        findings = self._scan(text, indirect, depth=self.config.decode_depth, offset=None)
-        findings += self._against_instructions(text, ctx)
+        findings = self._findings(text, ctx)
         if not findings:
             return []
         score = _noisy_or([f.score for f in findings])
@@ -58,18 +87,45 @@ class InjectionGuard:
 
     def score(self, text: str, context: ScanContext | None = None) -> float:
         """The combined injection score in [0, 1] (for evaluation and calibration)."""
-        ctx = context or ScanContext()
-        found = self._scan(text, ctx.boundary in INDIRECT, self.config.decode_depth, None)
-        found += self._against_instructions(text, ctx)
-        return _noisy_or([f.score for f in found])
+        return _noisy_or([f.score for f in self._findings(text, context or ScanContext())])
+
+    def _findings(self, text: str, ctx: ScanContext) -> list[Finding]:
+        depth = self.config.decode_depth
+        if ctx.boundary != "user_input":
+            return self._scan(text, ctx.boundary in INDIRECT, depth, None)
+        # A user message may hand over a document: the user's own words are read as a request
+        # (and against the instructions); the document as the indirect text it is.
+        cut = _document_start(text)
+        own = text[:cut]
+        found = self._scan(own, False, depth, None) if own.strip() else []
+        if cut < len(text):
+            inner = self._scan(text[cut:], True, depth, None)
+            found += [dataclasses.replace(f, start=f.start + cut, end=f.end + cut) for f in inner]
+        found += self._against_instructions(own, ctx)
+        found += self._unvetted_language(text, ctx)
+        return found
 
     def _against_instructions(self, text: str, ctx: ScanContext) -> list[Finding]:
         """User input read against the agent's instructions, when the caller passed them."""
-        if ctx.boundary != "user_input" or not ctx.instructions:
+        if not ctx.instructions:
             return []
-        return [
+        out = [
             self._finding(s, e, rule, 0.6, "instructions")
             for rule, s, e in check_instructions(text, ctx.instructions)
+        ]
+        # A request hidden in an encoding or a cipher is read against the instructions too.
+        for bs, be, enc, decoded in decoded_blobs(text):
+            for rule, _, _ in check_instructions(decoded, ctx.instructions):
+                out.append(self._finding(bs, be, f"{enc}:{rule}", 0.7, enc))
+        return out
+
+    def _unvetted_language(self, text: str, ctx: ScanContext) -> list[Finding]:
+        """Sentences of a user message in a language the deployment does not vet."""
+        if not self._languages:
+            return []
+        return [
+            self._finding(seg.start, seg.end, f"unvetted_language:{seg.language}", 0.6, "language")
+            for seg in foreign_segments(text, self._languages)
         ]
 
     def _scan(
@@ -112,10 +168,13 @@ class InjectionGuard:
                 out.append(self._finding(s, e, "classifier", score, "classifier"))
         if depth > 0:
             blobs = decoded_blobs(text)
-            if blobs:
-                # Readable text hidden in an encoding is worth a little on its own.
-                bs, be = span(blobs[0][0], blobs[0][1])
-                weight = 0.4 if indirect else 0.3
+            encoded = [b for b in blobs if not b[2].startswith(REASSEMBLED)]
+            if encoded:
+                # Readable text hidden in an encoding or a cipher is a signal on its own: a
+                # person or a document has little reason to write a sentence in base64, Morse
+                # or Pig Latin.
+                bs, be = span(encoded[0][0], encoded[0][1])
+                weight = 0.5 if indirect or encoded[0][2].startswith(WORD_CIPHERS) else 0.3
                 out.append(self._finding(bs, be, "encoded_payload", weight, "normalisation"))
             for bs, be, enc, decoded in blobs:
                 pin = offset or (bs, be)

@@ -40,7 +40,7 @@ _MULTILINGUAL_OVERRIDE = (
     r"ignora (?:las |todas las )?instrucciones|olvida (?:las |todas las )?instrucciones|"
     r"ignor[ae] (?:as |todas as )?instru[çc][õo]es|esque[çc]a (?:as )?instru[çc][õo]es|"
     r"ignora (?:le |tutte le )?istruzioni|dimentica (?:le )?istruzioni|"
-    r"ignorier(?:e|en sie)? (?:alle )?(?:vorherigen |bisherigen )?anweisungen|"
+    r"ignorier(?:e|en sie)? (?:alle |die )?(?:vorherigen |bisherigen |obigen )?anweisungen|"
     r"vergessen sie (?:alle )?(?:vorherigen )?anweisungen|vergiss (?:alle )?anweisungen|"
     r"игнорир\w{0,6} (?:все )?(?:предыдущие )?инструкци\w{0,3}|забудь\w{0,2} (?:все )?инструкци|"
     r"이전 지시|지시사항을 무시|以前の指示|指示を無視|無視して|"
@@ -70,6 +70,28 @@ RULES: tuple[Rule, ...] = (
         r"supervisor|programmer|operator|security (?:team|auditor|officer)|agent)\b",
         0.45,
         0.6,
+    ),
+    _r(
+        "obey_me",
+        r"\b(?:i am|i'm) (?:god|your (?:master|god|owner|creator))\b|\byou (?:have to|must|will|"
+        r"shall) (?:now )?(?:answer|obey|listen to|follow|comply with|do) (?:all |everything )?"
+        r"(?:of )?(?:my|what i)\b",
+        0.6,
+        0.7,
+    ),
+    _r(
+        "topic_switch",
+        r"\b(?:forget (?:about )?(?:that|this|it|everything)|scratch that|never mind that)\b|"
+        r"\b(?:actually|wait),?\s[^.\n]{0,80}?\binstead\b",
+        0.45,
+        0.5,
+    ),
+    _r(
+        "scripted_claim",
+        r"\b(?:let's|let us|we (?:might|could|should|can|will|must))\s(?:\w{1,12}\s)?(?:say|state|"
+        r"assume|admit|claim|declare|pretend)\b",
+        0.2,
+        0.55,
     ),
     _r(
         "pretext",
@@ -139,8 +161,8 @@ RULES: tuple[Rule, ...] = (
     ),
     _r(
         "state_output",
-        r"\b(?:state|say|claim|respond|answer|report|pretend) that the (?:output|answer|result)"
-        r" (?:is|was|should be)\b|\bconsider the output (?:as|to be)\b",
+        r"\b(?:state|say|claim|respond|answer|report|pretend)(?: that)? the "
+        r"(?:output|answer|result) (?:is|was|should be)\b|\bconsider the output (?:as|to be)\b",
         0.5,
         0.7,
     ),
@@ -177,7 +199,8 @@ RULES: tuple[Rule, ...] = (
         "jailbreak_mode",
         r"\b(?:DAN|jailbreak\w{0,4}|developer mode|dev mode|god mode|sudo mode|admin(?:istrator)?"
         r" mode|system mode|debug mode|maintenance mode|unrestricted mode|unfiltered mode|"
-        r"do anything now|test mode|safe mode (?:off|disabled))\b",
+        r"do anything now|test mode|safe mode (?:off|disabled)|override mode|enforcement mode|"
+        r"emergency mode|privileged mode|root mode|superuser mode|\w{1,12} data override)\b",
         0.8,
         0.85,
     ),
@@ -319,6 +342,10 @@ ANCHORS: dict[str, tuple[str, ...]] = {
                               "تجاهل", "अनदेखा"),
     "ignore_and_say": ("ignor", "disregard", "forget"),
     "authority_claim": ("i am", "i'm", "this is"),
+    "obey_me": ("i am", "i'm", "you have to", "you must", "you will", "you shall"),
+    "topic_switch": ("forget", "scratch that", "never mind", "instead"),
+    "scripted_claim": ("let's", "let us", "we might", "we could", "we should", "we can",
+                       "we will", "we must"),
     "pretext": ("audit", "system up", "system check", "maintenance", "penetration", "for this",
                 "for the", "for an", "safety of", "life and death"),
     "hypothetical_frame": ("imagine", "suppose", "hypothetical", "world", "universe", "future",
@@ -336,13 +363,13 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     "obfuscated_output": ("revers", "backwards", "separated by", "acrostic", "first letter",
                           "pig latin", "base64", "encode", "morse", "interlace"),
     "payload_split": ("+", "strings", "concatenat"),
-    "state_output": ("that the ", "consider the output"),
+    "state_output": ("the output", "the answer", "the result", "consider the output"),
     "decode_request": ("decode", "decrypt", "translate", "convert"),
     "prior_reference": ("instruction", "prompt", "rules", "directive", "guideline"),
     "new_instructions": ("instruction", "task", "directive", "order", "rules", "objective"),
     "identity_change": ("you are", "you will be", "you shall be", "from now on", "act as",
                         "pretend", "role", "imagine", "character", "your new"),
-    "jailbreak_mode": ("dan", "jailbreak", "mode", "anything now"),
+    "jailbreak_mode": ("dan", "jailbreak", "mode", "anything now", "override"),
     "no_limits": ("restriction", "limitation", "limits", "filter", "censorship", "ethical",
                   "safety"),
     "prompt_leak": ("prompt", "instruction", "rules", "pass", "key", "secret", "code word",

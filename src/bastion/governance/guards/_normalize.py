@@ -16,6 +16,8 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 
+from bastion.governance.guards._text import EN_FUNCTION_WORDS
+
 #: Zero-width, joiners, soft hyphen, word joiner, BOM and tag characters.
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff\U000e0000-\U000e007f]")
 #: Bidirectional embedding/override/isolate controls (the "Trojan Source" characters).
@@ -34,6 +36,33 @@ _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
 _BINARY = re.compile(r"(?<![01])[01]{8}[01 ]{27,40000}(?![01])")
 _URLENC = re.compile(r"%[%0-9A-Za-z._~\-]{17,30000}")
+#: Unicode tag characters spelling ASCII (invisible "ASCII smuggling").
+_TAGS = re.compile("[\U000e0020-\U000e007e]{4,20000}")
+#: Morse code: dots and dashes in letters separated by spaces, words by " / ".
+_MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,6}(?:[ /]{1,5}[.\-]{1,6}){5,4000}(?![\w.\-])")
+#: Runs of plain words (a sentence or so) for the Caesar-shift and Pig Latin checks.
+_WORD_RUN = re.compile(r"[A-Za-z]{1,30}(?:[ ,;:'\-]{1,3}[A-Za-z]{1,30}){3,80}")
+_MORSE_CODES = (
+    ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
+    "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- "
+    "..--.. -.-.--"
+)
+_MORSE_TABLE = dict(
+    zip(_MORSE_CODES.split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?!", strict=True)
+)
+_VOWELS = frozenset("aeiou")
+#: Encodings found by reading words rather than decoding bytes: they are evidence only when the
+#: decoded words say something (a lucky shift of ordinary words is not).
+WORD_CIPHERS = ("caesar", "pig_latin")
+#: Requests put back together from parts: only what they say counts, not the splitting.
+REASSEMBLED = ("split_parts", "interlaced")
+#: A request split into quoted parts to be put back together ("Part 1 is '...', Part 2 is
+#: '...'", "A is '...', B is '...'", "interlace ... and ...").
+_SPLIT_MARK = re.compile(
+    r"\b(?:part \w{1,3}|combine|concatenat\w{0,3}|join|interlace|interleave|[a-d] is)\b",
+    re.IGNORECASE,
+)
+_QUOTED_PART = re.compile('["\u201c]([^"\u201c\u201d\n]{1,300})["\u201d]')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,9 +117,97 @@ def _as_text(raw: bytes) -> str | None:
     return s
 
 
+def _english_share(words: list[str]) -> float:
+    return sum(w.lower() in EN_FUNCTION_WORDS for w in words) / len(words) if words else 0.0
+
+
+def _caesar(run: str) -> tuple[int, str] | None:
+    """The shift that turns a run with no English function words into English, if any."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    best: tuple[float, int, str] | None = None
+    for shift in range(1, 26):
+        table = str.maketrans(
+            letters + letters.upper(),
+            letters[shift:] + letters[:shift] + (letters[shift:] + letters[:shift]).upper(),
+        )
+        shifted = run.translate(table)
+        words = [w for w in re.findall(r"[A-Za-z]+", shifted) if len(w) >= 2]
+        share = _english_share(words)
+        distinct = len({w.lower() for w in words} & EN_FUNCTION_WORDS)
+        if share >= 0.3 and distinct >= 3 and (best is None or share > best[0]):
+            best = (share, shift, shifted)
+    return (best[1], best[2]) if best else None
+
+
+def _pig_latin(words: list[str]) -> str:
+    out = []
+    for word in words:
+        w = word.lower()
+        if w.endswith("yay") and len(w) > 4:
+            out.append(w[:-3])  # a word that began with a vowel
+            continue
+        stem = w[:-2]
+        cut = len(stem)
+        while cut > 0 and stem[cut - 1] not in _VOWELS and stem[cut - 1] != "y":
+            cut -= 1
+        out.append(stem[cut:] + stem[:cut] if cut < len(stem) else stem)
+    return " ".join(out)
+
+
+def _word_ciphers(text: str) -> list[tuple[int, int, str, str]]:
+    """Runs of words written in a Caesar shift (rot13 included) or in Pig Latin."""
+    out: list[tuple[int, int, str, str]] = []
+    for m in _WORD_RUN.finditer(text):
+        words = [w for w in re.findall(r"[A-Za-z]+", m.group()) if len(w) >= 2]
+        if len(words) < 5 or _english_share(words) >= 0.1:
+            continue  # already readable English
+        if sum(w.lower().endswith("ay") for w in words) * 3 >= 2 * len(words):
+            decoded = _pig_latin(words)
+            if _english_share(decoded.split()) >= 0.25:
+                out.append((m.start(), m.end(), "pig_latin", decoded))
+                continue
+        found = _caesar(m.group())
+        if found is not None:
+            out.append((m.start(), m.end(), f"caesar{found[0]}", found[1]))
+    return out
+
+
+def _joined_parts(text: str) -> list[tuple[int, int, str, str]]:
+    """Quoted fragments meant to be joined: concatenated, or interlaced letter by letter."""
+    if not _SPLIT_MARK.search(text, 0, 2000):
+        return []
+    parts = list(_QUOTED_PART.finditer(text, 0, 4000))[:8]
+    if len(parts) < 2:
+        return []
+    texts = [p.group(1) for p in parts]
+    start, end = parts[0].start(), parts[-1].end()
+    glued = "".join(texts)
+    joined = glued if " " in glued else " ".join(texts)
+    out = [(start, end, "split_parts", joined)]
+    if len(texts) == 2 and abs(len(texts[0]) - len(texts[1])) <= 1:
+        a, b = texts
+        woven = "".join(x + y for x, y in zip(a, b, strict=False)) + a[len(b) :]
+        out.append((start, end, "interlaced", woven))
+    return out
+
+
 def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]:
     """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``."""
     out: list[tuple[int, int, str, str]] = []
+    for m in _TAGS.finditer(text):
+        out.append(
+            (m.start(), m.end(), "unicode_tags", "".join(chr(ord(c) - 0xE0000) for c in m.group()))
+        )
+    for m in _MORSE.finditer(text):
+        letters = [
+            " " if tok == "/" else _MORSE_TABLE.get(tok, "?")
+            for tok in re.sub(r" ?/ ?", " / ", m.group()).split()
+        ]
+        decoded = "".join(letters)
+        if decoded.count("?") * 5 < len(decoded):
+            out.append((m.start(), m.end(), "morse", decoded))
+    out.extend(_word_ciphers(text))
+    out.extend(_joined_parts(text))
     for m in _B64.finditer(text):
         blob = m.group()
         if blob.isalpha() or blob.isdigit():

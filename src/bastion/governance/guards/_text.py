@@ -35,6 +35,17 @@ def strip_controls(text: str) -> str:
     return text.translate(_CONTROL_TABLE)
 
 
+#: English function words: common in any English sentence, rare as a run in other languages or
+#: in disguised text. The language check and the cipher decoders measure English by them.
+EN_FUNCTION_WORDS = frozenset(
+    """
+    a an the and or but if of to in on at by for with from as is are was were be been am do does
+    did have has had i you he she it we they me my your his her its our their this that these
+    those what which who whom when where why how can could will would should may might must not
+    no so than then there here all any some each about into over after before up out
+    """.split()  # noqa: SIM905
+)
+
 _CONTROL_TABLE = {c: " " for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: " "}
 
 
