@@ -15,12 +15,16 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from bastion.governance.guards import _word_vectors as word_vectors
+from bastion.governance.guards._word_vectors import Vector
+
 _SENTENCE = re.compile(r"[^.!?\n]{1,2000}")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]{0,40}")
 _QUOTED = re.compile("['\"\u2018\u201c]([^'\"\u2019\u201d\n]{3,40})['\"\u2019\u201d]")
 _PROHIBIT = re.compile(
     r"\b(?:do not|don't|dont|never|not allowed|not permitted|no circumstances|must not|"
-    r"should not|shouldn't|cannot|can't|avoid|refrain|forbidden|prohibited|under no)\b",
+    r"should not|shouldn't|cannot|can't|avoid|avoids|avoiding|refrain|refuse|refuses|forbidden|"
+    r"prohibited|under no|not programmed|off-limits|off limits|steer clear)\b",
     re.IGNORECASE,
 )
 _PRIVATE = re.compile(
@@ -114,12 +118,97 @@ def forbidden_terms(instructions: str) -> frozenset[str]:
     return frozenset(banned - allowed)
 
 
+#: A message that asks about the person the instructions describe.
+_PERSON_REF = re.compile(r"\b(?:the user|user's|users'|she|he|her|his|him)\b", re.IGNORECASE)
+_PERSON_SUBJECT = re.compile(r"^\s*(?:the user's|the user|she|he|her|his|their)\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=256)
+def private_facts(instructions: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``(attributes, names)`` of the person whose details the instructions keep private.
+
+    Only when a prohibiting sentence protects private or personal information: attributes are
+    the lower-case content words of the sentences describing that person ("Her favorite color
+    is lime": favorite, color, lime), names are the capitalised ones. Empty otherwise.
+    """
+    sentences = [m.group() for m in _SENTENCE.finditer(instructions)]
+    if not any(_PROHIBIT.search(x) and _PRIVATE.search(x) for x in sentences):
+        return frozenset(), frozenset()
+    attributes: set[str] = set()
+    names: set[str] = set()
+    for sentence in sentences:
+        if _PROHIBIT.search(sentence) or not _PERSON_SUBJECT.search(sentence):
+            continue
+        for w in _WORD.finditer(sentence):
+            word = w.group()
+            if len(word) < 3 or word.lower() in _GENERIC or word.lower() in _PRONOUNS:
+                continue
+            (names if word[0].isupper() else attributes).add(_stem(word))
+    return frozenset(attributes), frozenset(names)
+
+
+_PRONOUNS = frozenset({"she", "he", "her", "his", "him", "their", "the", "user", "user's"})
+
+
 def _matches(term: str, words: set[str]) -> bool:
     if term in words:
         return True
     if len(term) >= 6:
         return any(len(w) >= 6 and (w.startswith(term) or term.startswith(w)) for w in words)
     return False
+
+
+#: Cosine between a sentence of the message and a prohibiting sentence of the instructions (both
+#: as the static word vectors of their content words) at or above which the message is taken to
+#: touch the forbidden topic in other words ("machines mimicking human intelligence" for "AI").
+#: Set before looking at any attack: the 99th percentile over benign requests (the BIPIA *train*
+#: e-mail questions and text tasks) paired with every system prompt of prompt_injection.json,
+#: so this check alone flags about 1% of ordinary requests.
+SEMANTIC_THRESHOLD = 0.377
+
+
+def _content(text: str, without: frozenset[str] = frozenset()) -> str:
+    """The content words of ``text`` (lower-cased), minus generic ones and ``without``."""
+    words = []
+    for w in _WORD.finditer(text):
+        word = w.group()
+        low = word.lower()
+        keep = (len(word) >= 3 and low not in _GENERIC) or (len(word) == 2 and word.isupper())
+        if keep and _stem(low) not in without:
+            words.append(low)
+    return " ".join(words)
+
+
+@lru_cache(maxsize=256)
+def _forbidden_vectors(instructions: str) -> tuple[Vector, ...]:
+    """One vector per prohibiting sentence, leaving out the words of the agent's own task (a
+    translator told "never translate into other languages" is not asked about translating)."""
+    sentences = [m.group() for m in _SENTENCE.finditer(instructions)]
+    task = frozenset(
+        _stem(w.group().lower())
+        for x in sentences
+        if not _PROHIBIT.search(x)
+        for w in _WORD.finditer(x)
+    )
+    out = []
+    for sentence in sentences:
+        if _PROHIBIT.search(sentence):
+            v = word_vectors.vector(_content(sentence, task))
+            if v is not None:
+                out.append(v)
+    return tuple(out)
+
+
+def semantic_match(text: str, instructions: str) -> tuple[int, int] | None:
+    """The span of the first sentence of ``text`` close in meaning to a forbidden topic."""
+    topics = _forbidden_vectors(instructions)
+    if not topics:
+        return None
+    for m in _SENTENCE.finditer(text, 0, 8000):
+        v = word_vectors.vector(_content(m.group()))
+        if v is not None and max(float(v @ t) for t in topics) >= SEMANTIC_THRESHOLD:
+            return m.start(), m.end()
+    return None
 
 
 def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
@@ -131,10 +220,20 @@ def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     m = _OVERRIDE.search(text)
     if m is not None:
         out.append(("instructions_override", m.start(), m.end()))
+    attributes, names = private_facts(instructions)
+    if attributes:
+        words = _terms(text)
+        about_person = _PERSON_REF.search(text) is not None or any(n in words for n in names)
+        if about_person and any(_matches(a, words) for a in attributes):
+            out.append(("instructions_private_attribute", 0, len(text)))
     banned = forbidden_terms(instructions)
     if banned:
         words = _terms(text)
         hits = sorted(t for t in banned if _matches(t, words))
         if hits:
             out.append(("instructions_forbidden_topic", 0, len(text)))
+            return out
+    span = semantic_match(text, instructions)
+    if span is not None:
+        out.append(("instructions_forbidden_topic_meaning", *span))
     return out

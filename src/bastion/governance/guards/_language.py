@@ -22,6 +22,7 @@ from bastion.governance.guards._text import EN_FUNCTION_WORDS
 #: Segments: sentences and lines, code comments included; at most this many are judged.
 _SEGMENT = re.compile("[^\n.!?\u3002\uff01\uff1f]{1,600}[.!?\u3002\uff01\uff1f]?")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+_NON_LATIN = re.compile("[\u0370-\u1dff\u2e80-\ua6ff\uac00-\ud7af]")
 _DIGIT = re.compile(r"\d")
 #: Code: an import line, a call, an assignment, a dotted name.
 _CODE_LINE = re.compile(r"\bimport\b|\w\(|=|\w\.\w|[{}]")
@@ -31,9 +32,12 @@ _MAX_SEGMENTS = 64
 _UNCASED = re.compile(r"[\u0590-\u077f\u0900-\u0e7f\u1200-\u137f\u2e80-\ua4cf\uac00-\ud7af]")
 #: A segment is foreign when the identifier's best language is not configured, with at least
 #: MIN_TOP probability (close relatives such as Malay and Indonesian split it, hence not more),
-#: and the configured languages together get under MAX_ALLOWED_SHARE.
+#: and the configured languages together get under MAX_ALLOWED_SHARE; or when the configured
+#: languages get almost nothing (MIN_SHARE_ALONE), however the rest is split among relatives
+#: (Russian, Bulgarian and Macedonian, say) in a non-Latin script.
 MIN_TOP = 0.45
 MAX_ALLOWED_SHARE = 0.12
+MIN_SHARE_ALONE = 0.03
 
 _lock = threading.Lock()
 _identifier: Any = None
@@ -108,6 +112,9 @@ def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]
         if lang in allowed or lang == "zxx":  # zxx: no linguistic content
             continue
         share = sum(p for code, p in ranked if code in allowed)
-        if prob >= MIN_TOP and share < MAX_ALLOWED_SHARE:
+        other_script = len(_NON_LATIN.findall(prose)) >= 4
+        if (prob >= MIN_TOP and share < MAX_ALLOWED_SHARE) or (
+            other_script and share < MIN_SHARE_ALONE
+        ):
             out.append(ForeignSegment(m.start(), m.end(), str(lang), float(prob)))
     return out

@@ -121,22 +121,37 @@ def _english_share(words: list[str]) -> float:
     return sum(w.lower() in EN_FUNCTION_WORDS for w in words) / len(words) if words else 0.0
 
 
-def _caesar(run: str) -> tuple[int, str] | None:
+def _shift_table(shift: int) -> dict[int, int]:
+    low = "abcdefghijklmnopqrstuvwxyz"
+    moved = low[shift:] + low[:shift]
+    return str.maketrans(low + low.upper(), moved + moved.upper())
+
+
+_SHIFTS = [_shift_table(k) for k in range(26)]
+#: Every English function word as it reads after a Caesar shift, mapped to the shift that
+#: restores it: one dictionary pass over a run's words votes for the shift, instead of 25 tries.
+_SHIFTED_FUNCTION_WORDS: dict[str, list[int]] = {}
+for _k in range(1, 26):
+    for _w in EN_FUNCTION_WORDS:
+        if len(_w) >= 2:
+            _SHIFTED_FUNCTION_WORDS.setdefault(_w.translate(_SHIFTS[26 - _k]), []).append(_k)
+
+
+def _caesar(run: str, words: list[str]) -> tuple[int, str] | None:
     """The shift that turns a run with no English function words into English, if any."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    best: tuple[float, int, str] | None = None
-    for shift in range(1, 26):
-        table = str.maketrans(
-            letters + letters.upper(),
-            letters[shift:] + letters[:shift] + (letters[shift:] + letters[:shift]).upper(),
-        )
-        shifted = run.translate(table)
-        words = [w for w in re.findall(r"[A-Za-z]+", shifted) if len(w) >= 2]
-        share = _english_share(words)
-        distinct = len({w.lower() for w in words} & EN_FUNCTION_WORDS)
-        if share >= 0.3 and distinct >= 3 and (best is None or share > best[0]):
-            best = (share, shift, shifted)
-    return (best[1], best[2]) if best else None
+    votes: dict[int, set[str]] = {}
+    for w in words:
+        for k in _SHIFTED_FUNCTION_WORDS.get(w.lower(), ()):
+            votes.setdefault(k, set()).add(w.lower())
+    if not votes:
+        return None
+    shift, distinct = max(votes.items(), key=lambda kv: len(kv[1]))
+    if len(distinct) < 3:
+        return None
+    shifted = run.translate(_SHIFTS[shift])
+    if _english_share([w for w in re.findall(r"[A-Za-z]+", shifted) if len(w) >= 2]) < 0.3:
+        return None
+    return shift, shifted
 
 
 def _pig_latin(words: list[str]) -> str:
@@ -166,7 +181,7 @@ def _word_ciphers(text: str) -> list[tuple[int, int, str, str]]:
             if _english_share(decoded.split()) >= 0.25:
                 out.append((m.start(), m.end(), "pig_latin", decoded))
                 continue
-        found = _caesar(m.group())
+        found = _caesar(m.group(), words)
         if found is not None:
             out.append((m.start(), m.end(), f"caesar{found[0]}", found[1]))
     return out
