@@ -79,3 +79,20 @@ def test_eval_runs_on_the_shared_data(data_dir: Path) -> None:
 def test_eval_without_data_fails_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "--data", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_scan_reads_user_input_against_instructions(tmp_path: Path) -> None:
+    rules = tmp_path / "system.txt"
+    rules.write_text(
+        "You are a support bot for a bank. Avoid talking about cryptocurrency.", encoding="utf-8"
+    )
+    question = "Should I buy bitcoin or ethereum this year?"
+    plain = runner.invoke(app, ["scan", "-", "--json"], input=question)
+    assert json.loads(plain.output)["findings"] == []
+    result = runner.invoke(
+        app, ["scan", "-", "--json", "--instructions", str(rules)], input=question
+    )
+    found = json.loads(result.output)["findings"]
+    assert [f["evidence"] for f in found] == ["instructions_forbidden_topic_meaning"]
+    missing = runner.invoke(app, ["scan", "-", "--instructions", str(tmp_path / "nope.txt")])
+    assert missing.exit_code == 2

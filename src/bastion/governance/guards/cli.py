@@ -71,13 +71,21 @@ def scan(
     ] = None,
     tier: Annotated[str | None, typer.Option(help="PII tier: fast or accurate.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    instructions: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file with the agent's instructions (system prompt): user input is also "
+            "read against them (requests to reveal them, forbidden topics, private details)."
+        ),
+    ] = None,
 ) -> None:
     """Print what the guards find in FILE (or stdin), or the masked text with --mask."""
     if boundary not in BOUNDARIES:
         raise typer.BadParameter(f"unknown boundary {boundary!r}", param_hint="--boundary")
     pipeline = GuardPipeline(_load_config(config, tier))
     text = _read(source)
-    ctx = ScanContext(boundary=boundary, run_id="cli")  # type: ignore[arg-type]
+    system = _read(str(instructions)) if instructions is not None else None
+    ctx = ScanContext(boundary=boundary, run_id="cli", instructions=system)  # type: ignore[arg-type]
     if mask:
         try:
             typer.echo(pipeline.mask(text, ctx), nl=False)
