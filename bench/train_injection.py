@@ -41,14 +41,16 @@ at most one benign training document of each kind flagged, unless said otherwise
 Out-of-fold with the shipped settings: e-mail recall 0.944, code 0.993, 1 of 50 benign
 documents of each task flagged; thresholds 0.50 (prose) and 0.82 (technical).
 
-BIPIA test split (``bench/guards_bench.py``, the whole guard): e-mail recall 0.920 with 1 of 50
-benign e-mails flagged, code 0.970 with 1 of 50 (before this version: 0.864 / 2 of 50 and
-0.980 / 2 of 50). It was looked at four times for this version: the figures before the change;
-after the first version (e-mail 0.958, 1 of 50; code 0.997 but 3 of 50 benign flagged, so the
-technical threshold, until then the lowest flagging one training document, got the smoothed
-rule); after that (code 0.982, 0 of 50); and after the switch to relative novelty (the figures
-above). Previous sessions looked at it three times. Nothing was fitted to it, but the
-smoothed threshold rule was chosen after seeing the code false positives.
+BIPIA test split (``_eval.injection_suite``, 10 contexts per attack as in ``guards_bench.py
+--quick``; the whole guard): e-mail recall 0.920 with 1 of 50 benign e-mails flagged, code
+0.970 with 1 of 50 (before this version: 0.864 / 2 of 50 and 0.980 / 2 of 50). It was looked at
+four times for this version: the figures before the change; after the first version (e-mail
+0.958, 1 of 50; code 0.997 but 3 of 50 benign flagged: its technical threshold was the lowest
+that flagged one training document, right above a cluster of benign scores, so a margin above
+that was added); after that (code 0.982, 0 of 50); and after the switch to relative novelty,
+with the margin replaced by the smoothed rule above (the figures above). Earlier versions were
+checked on it too (see this file's history). Nothing was fitted to it, but the threshold rule
+for technical documents was changed after seeing their false positives.
 """
 
 from __future__ import annotations
