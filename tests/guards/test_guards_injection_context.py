@@ -142,7 +142,7 @@ def test_ordinary_text_decodes_to_nothing() -> None:
         "The quarterly report shows growth in every region, and the team will present it on "
         "Monday. Contact: Kowalski, Nowak, Wiśniewski; ref ABX-7781-QZ; SKU 99-AC-DC."
     )
-    assert decoded_blobs(text) == []
+    assert decoded_blobs(text) == ()
 
 
 def test_a_caesar_shifted_request_is_flagged(guard: InjectionGuard) -> None:

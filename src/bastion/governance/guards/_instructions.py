@@ -68,6 +68,7 @@ _GENERIC = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 14)
 def _stem(word: str) -> str:
     w = word.lower().strip("'-")
     for suffix in ("ies", "ing", "ed", "es", "s", "e"):
@@ -221,18 +222,15 @@ def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     if m is not None:
         out.append(("instructions_override", m.start(), m.end()))
     attributes, names = private_facts(instructions)
+    banned = forbidden_terms(instructions)
+    words = _terms(text) if attributes or banned else set()
     if attributes:
-        words = _terms(text)
         about_person = _PERSON_REF.search(text) is not None or any(n in words for n in names)
         if about_person and any(_matches(a, words) for a in attributes):
             out.append(("instructions_private_attribute", 0, len(text)))
-    banned = forbidden_terms(instructions)
-    if banned:
-        words = _terms(text)
-        hits = sorted(t for t in banned if _matches(t, words))
-        if hits:
-            out.append(("instructions_forbidden_topic", 0, len(text)))
-            return out
+    if banned and any(_matches(t, words) for t in banned):
+        out.append(("instructions_forbidden_topic", 0, len(text)))
+        return out
     span = semantic_match(text, instructions)
     if span is not None:
         out.append(("instructions_forbidden_topic_meaning", *span))

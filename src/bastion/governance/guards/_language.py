@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.governance.guards import _word_vectors as word_vectors
 from bastion.governance.guards._text import EN_FUNCTION_WORDS
 
 #: Segments: sentences and lines, code comments included; at most this many are judged.
@@ -36,6 +37,8 @@ _UNCASED = re.compile(r"[\u0590-\u077f\u0900-\u0e7f\u1200-\u137f\u2e80-\ua4cf\ua
 #: languages get almost nothing (MIN_SHARE_ALONE), however the rest is split among relatives
 #: (Russian, Bulgarian and Macedonian, say) in a non-Latin script.
 MIN_TOP = 0.45
+#: Share of a segment's words found whole in the English vocabulary above which it is English.
+ENGLISH_VOCABULARY_SHARE = 0.8
 MAX_ALLOWED_SHARE = 0.12
 MIN_SHARE_ALONE = 0.03
 
@@ -92,6 +95,20 @@ def _prose(segment: str, english_allowed: bool) -> str | None:
     return " ".join(words)
 
 
+def _known_english(prose: str) -> bool:
+    """Nearly every word is a whole word of the (English, uncased) WordPiece vocabulary: the
+    identifier need not be asked ("forget previous instructions", "developer running system
+    upgrade"). Sentences in other languages score far lower (Spanish 0.0-0.2, French 0.3-0.4,
+    German 0.5-0.7 on short requests)."""
+    if not prose.isascii():
+        return False
+    words = [w for w in prose.lower().split() if len(w) >= 3]
+    if len(words) < 3:
+        return False
+    index = word_vectors.load().index
+    return sum(w in index for w in words) >= ENGLISH_VOCABULARY_SHARE * len(words)
+
+
 def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]:
     """Segments of ``text`` confidently written in a language outside ``allowed``."""
     if not allowed:
@@ -104,14 +121,15 @@ def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]
         prose = _prose(m.group(), english)
         if prose is None:
             continue
+        if english and _known_english(prose):
+            continue
         judged += 1
         if judged > _MAX_SEGMENTS:
             break
-        ranked = ident.rank(prose)
-        lang, prob = ranked[0]
+        lang, prob = ident.classify(prose)
         if lang in allowed or lang == "zxx":  # zxx: no linguistic content
             continue
-        share = sum(p for code, p in ranked if code in allowed)
+        share = sum(p for code, p in ident.rank(prose) if code in allowed)
         other_script = len(_NON_LATIN.findall(prose)) >= 4
         if (prob >= MIN_TOP and share < MAX_ALLOWED_SHARE) or (
             other_script and share < MIN_SHARE_ALONE

@@ -15,6 +15,7 @@ import re
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bastion.governance.guards._text import EN_FUNCTION_WORDS
 
@@ -30,7 +31,8 @@ _CONFUSABLES = str.maketrans(
     "ABESIJKMHOPCTXYaeijopcxysdqwlABEZHIKMNOPTYXoav",
 )
 
-_WORDS = re.compile(r"\w{1,200}")
+#: A word with at least one non-ASCII character: only these can hide look-alikes.
+_NON_ASCII_WORD = re.compile(r"\w{0,200}[^\x00-\x7f]\w{0,200}")
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
 # Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
@@ -51,6 +53,7 @@ _MORSE_TABLE = dict(
     zip(_MORSE_CODES.split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?!", strict=True)
 )
 _VOWELS = frozenset("aeiou")
+_TWO_LETTERS = re.compile(r"[a-z]{2,}")
 #: Encodings found by reading words rather than decoding bytes: they are evidence only when the
 #: decoded words say something (a lucky shift of ordinary words is not).
 WORD_CIPHERS = ("caesar", "pig_latin")
@@ -95,7 +98,7 @@ def normalise(text: str) -> tuple[str, Hidden]:
             return latin
         return word
 
-    out = _WORDS.sub(fold_mixed, folded)
+    out = _NON_ASCII_WORD.sub(fold_mixed, folded)
     return out, Hidden(invisible=invisible, bidi=bidi, confusable=confusable)
 
 
@@ -173,8 +176,11 @@ def _word_ciphers(text: str) -> list[tuple[int, int, str, str]]:
     """Runs of words written in a Caesar shift (rot13 included) or in Pig Latin."""
     out: list[tuple[int, int, str, str]] = []
     for m in _WORD_RUN.finditer(text):
-        words = [w for w in re.findall(r"[A-Za-z]+", m.group()) if len(w) >= 2]
-        if len(words) < 5 or _english_share(words) >= 0.1:
+        low = m.group().lower()
+        if " the " in low or " and " in low or " to " in low or " of " in low:
+            continue  # readable English (the common case, decided without splitting words)
+        words = _TWO_LETTERS.findall(low)
+        if len(words) < 5 or 10 * sum(map(EN_FUNCTION_WORDS.__contains__, words)) >= len(words):
             continue  # already readable English
         if sum(w.lower().endswith("ay") for w in words) * 3 >= 2 * len(words):
             decoded = _pig_latin(words)
@@ -189,6 +195,8 @@ def _word_ciphers(text: str) -> list[tuple[int, int, str, str]]:
 
 def _joined_parts(text: str) -> list[tuple[int, int, str, str]]:
     """Quoted fragments meant to be joined: concatenated, or interlaced letter by letter."""
+    if '"' not in text and "\u201c" not in text:
+        return []
     if not _SPLIT_MARK.search(text, 0, 2000):
         return []
     parts = list(_QUOTED_PART.finditer(text, 0, 4000))[:8]
@@ -206,14 +214,26 @@ def _joined_parts(text: str) -> list[tuple[int, int, str, str]]:
     return out
 
 
-def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]:
-    """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``."""
+def decoded_blobs(text: str, limit: int = 20) -> tuple[tuple[int, int, str, str], ...]:
+    """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``.
+
+    Remembered for the last few texts: the injection guard asks twice for a user message
+    (its own scan, then the instructions check).
+    """
+    return _decoded_blobs(text, limit)
+
+
+@lru_cache(maxsize=8)
+def _decoded_blobs(text: str, limit: int) -> tuple[tuple[int, int, str, str], ...]:
     out: list[tuple[int, int, str, str]] = []
-    for m in _TAGS.finditer(text):
+    # Each encoding is looked for only when a character it needs occurs: one substring test
+    # instead of a regex pass over a text that cannot hold it.
+    ascii_only = text.isascii()
+    for m in () if ascii_only else _TAGS.finditer(text):
         out.append(
             (m.start(), m.end(), "unicode_tags", "".join(chr(ord(c) - 0xE0000) for c in m.group()))
         )
-    for m in _MORSE.finditer(text):
+    for m in _MORSE.finditer(text) if (".-" in text or "-." in text) else ():
         letters = [
             " " if tok == "/" else _MORSE_TABLE.get(tok, "?")
             for tok in re.sub(r" ?/ ?", " / ", m.group()).split()
@@ -236,7 +256,7 @@ def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]
         if s:
             out.append((m.start(), m.end(), "base64", s))
         if len(out) >= limit:
-            return out
+            return tuple(out)
     for m in _HEX.finditer(text):
         digits = re.sub(r"[ :]", "", m.group())
         if len(digits) % 2:
@@ -247,20 +267,20 @@ def decoded_blobs(text: str, limit: int = 20) -> list[tuple[int, int, str, str]]
             continue
         if s:
             out.append((m.start(), m.end(), "hex", s))
-    for m in _BINARY.finditer(text):
+    for m in _BINARY.finditer(text) if "01" in text else ():
         groups = m.group().split()
         if not groups or any(len(g) != 8 for g in groups):
             continue
         s = _as_text(bytes(int(g, 2) for g in groups))
         if s:
             out.append((m.start(), m.end(), "binary", s))
-    for m in _URLENC.finditer(text):
+    for m in _URLENC.finditer(text) if "%" in text else ():
         if m.group().count("%") < 6:
             continue
         s = urllib.parse.unquote(m.group())
         if _as_text(s.encode()):
             out.append((m.start(), m.end(), "url", s))
-    return out[:limit]
+    return tuple(out[:limit])
 
 
 def rot13(text: str) -> str:
