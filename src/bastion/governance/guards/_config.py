@@ -104,9 +104,10 @@ class InjectionConfig(_Model):
     #: How many nested encodings (base64 inside hex...) are decoded and rescanned.
     decode_depth: int = Field(default=2, ge=0, le=4)
     use_classifier: bool = True
-    #: Override the shipped classifier's decision threshold (calibrated on the training split
-    #: for 3% false positives per document). Lower catches more indirect injections and flags
-    #: more benign documents; docs/guards.md shows the trade-off.
+    #: Override the shipped classifier's decision threshold for prose (calibrated on the
+    #: training split for 3% false positives per document; code-like documents keep their own,
+    #: shifted to match). Lower catches more indirect injections and flags more benign
+    #: documents; docs/guards.md shows the trade-off.
     classifier_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     #: Languages (ISO 639-1 codes) the deployment reads and vets. A user message with a sentence
     #: confidently in another language is flagged ("unvetted_language"): the rules, the
