@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from bastion.governance.guards import _word_vectors as word_vectors
 from bastion.governance.guards._classifier import InjectionModel, load_model
 from bastion.governance.guards._config import InjectionConfig
 from bastion.governance.guards._injection_rules import (
@@ -66,8 +67,10 @@ class InjectionGuard:
         self.config = config or InjectionConfig()
         self._model: InjectionModel | None = load_model() if self.config.use_classifier else None
         self._languages = frozenset(self.config.languages)
+        # Load the language identifier and the word vectors now, not in the middle of a run.
         if self._languages:
-            foreign_segments("warm up", self._languages)  # load the identifier now, not mid-run
+            foreign_segments("warm up", self._languages)
+        word_vectors.load()
 
     @property
     def name(self) -> GuardName:
