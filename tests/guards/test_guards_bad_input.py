@@ -16,8 +16,11 @@ from bastion.governance.guards import (
     GuardPipeline,
     GuardsConfig,
     ScanContext,
+    _classifier,
+    _injection,
     _injection_rules,
     _instructions,
+    _language,
     _normalize,
     _pii_names,
     _pii_patterns,
@@ -35,6 +38,9 @@ def _builtin_patterns() -> Iterator[tuple[str, re.Pattern[str]]]:
         _normalize,
         _injection_rules,
         _instructions,
+        _injection,
+        _language,
+        _classifier,
     ):
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
@@ -94,6 +100,15 @@ BAIT = {
     "street": "1 Main " * 30_000,
     "zero_width": "\u200b" * 200_000,
     "controls": "".join(chr(i % 32) for i in range(200_000)),
+    # Long ASCII words beside non-ASCII letters (the look-alike fold), and the shapes the
+    # cipher, Morse, split-payload and language layers look for.
+    "ascii_runs_and_accents": ("a" * 1000 + " é ") * 200,
+    "morse_like": ".- " * 70_000,
+    "pig_latin_like": "ayay bay cay " * 16_000,
+    "shifted_function_words": "wkh dqg iru " * 17_000,
+    "quoted_parts": 'part 1 "a" ' * 20_000,
+    "tag_characters": "\U000e0041" * 100_000,
+    "french_sentences": "Ceci est une phrase. " * 10_000,
 }
 
 

@@ -25,6 +25,7 @@ from bastion.governance.guards._language import foreign_segments
 from bastion.governance.guards._normalize import (
     REASSEMBLED,
     WORD_CIPHERS,
+    Blob,
     decoded_blobs,
     normalise,
     rot13,
@@ -34,23 +35,49 @@ from bastion.governance.guards._types import Boundary, Finding, GuardName, ScanC
 
 INDIRECT: frozenset[Boundary] = frozenset({"tool_result", "retrieved_doc"})
 #: Where a user message hands over a document: "Summarize this webpage: '...'", "given this
-#: table: <table>...", "based on email: {...}", or markup. What follows is data, not the user's
-#: words, and is read as an indirect text (the way a tool result is).
+#: table: <table>...", "based on this email:" and a new line, or markup. The document is data,
+#: not the user's words, and is read as an indirect text (the way a tool result is).
 _DOC_INTRO = re.compile(
-    r"\b(?:this|these|the following|following|below|attached|based on|given)\b[^:\n]{0,60}?:\s?"
+    r"\b(?:this|these|the following|following|below|attached|based on|given)\b[^:\n]{0,60}?:"
     r"|<(?:code|table|html|!doctype|body|div|pre|article)\b",
     re.IGNORECASE,
 )
+_CLOSING = {"'": "'", '"': '"', "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "<": ">",
+            "{": "}", "[": "]"}  # fmt: skip
 _MIN_DOCUMENT = 40
 
 
-def _document_start(text: str) -> int:
-    """Where a document handed over in a user message starts (``len(text)`` if none)."""
+def document_span(text: str) -> tuple[int, int] | None:
+    """The document a user message hands over, as ``(start, end)``, or None.
+
+    Only a delimited document counts: quoted, in brackets or markup (up to the last closing
+    delimiter), or a block after the introducing colon's line break (to the end). Words after a
+    bare colon on the same line stay the user's own ("Answer the following: who ...?"), as do
+    words after the closing delimiter ("Summarize this: '...' Also, ...?").
+    """
     m = _DOC_INTRO.search(text, 0, 400)
     if m is None:
-        return len(text)
-    start = m.start() if m.group().startswith("<") else m.end()
-    return start if len(text) - start >= _MIN_DOCUMENT else len(text)
+        return None
+    if m.group().startswith("<"):
+        start, opener = m.start(), "<"
+    else:
+        start = m.end()
+        while start < len(text) and text[start] in " \t":
+            start += 1
+        if start < len(text) and text[start] in "\r\n":
+            return (start, len(text)) if len(text) - start >= _MIN_DOCUMENT else None
+        opener = text[start : start + 1]
+    closing = _CLOSING.get(opener)
+    if closing is None:
+        return None
+    end = text.rfind(closing, start + 1) + 1 or len(text)
+    return (start, end) if end - start >= _MIN_DOCUMENT else None
+
+
+def _shifted(findings: list[Finding], by: int) -> list[Finding]:
+    if not by:
+        return findings
+    return [dataclasses.replace(f, start=f.start + by, end=f.end + by) for f in findings]
 
 
 def _noisy_or(scores: list[float]) -> float:
@@ -96,19 +123,27 @@ class InjectionGuard:
         depth = self.config.decode_depth
         if ctx.boundary != "user_input":
             return self._scan(text, ctx.boundary in INDIRECT, depth, None)
-        # A user message may hand over a document: the user's own words are read as a request
-        # (and against the instructions); the document as the indirect text it is.
-        cut = _document_start(text)
-        own = text[:cut]
-        found = self._scan(own, False, depth, None) if own.strip() else []
-        if cut < len(text):
-            inner = self._scan(text[cut:], True, depth, None)
-            found += [dataclasses.replace(f, start=f.start + cut, end=f.end + cut) for f in inner]
-        found += self._against_instructions(own, ctx)
-        found += self._unvetted_language(text, ctx)
+        # A user message may hand over a document: the user's own words (before and after it)
+        # are read as a request, against the instructions and for their language; the
+        # document as the indirect text it is.
+        doc = document_span(text)
+        parts = [(0, text)] if doc is None else [(0, text[: doc[0]]), (doc[1], text[doc[1] :])]
+        found: list[Finding] = []
+        for offset, own in parts:
+            if not own.strip():
+                continue
+            blobs = decoded_blobs(own)
+            here = self._scan(own, False, depth, None, blobs)
+            here += self._against_instructions(own, ctx, blobs)
+            here += self._unvetted_language(own)
+            found += _shifted(here, offset)
+        if doc is not None:
+            found += _shifted(self._scan(text[doc[0] : doc[1]], True, depth, None), doc[0])
         return found
 
-    def _against_instructions(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def _against_instructions(
+        self, text: str, ctx: ScanContext, blobs: tuple[Blob, ...]
+    ) -> list[Finding]:
         """User input read against the agent's instructions, when the caller passed them."""
         if not ctx.instructions:
             return []
@@ -117,12 +152,12 @@ class InjectionGuard:
             for rule, s, e in check_instructions(text, ctx.instructions)
         ]
         # A request hidden in an encoding or a cipher is read against the instructions too.
-        for bs, be, enc, decoded in decoded_blobs(text):
+        for bs, be, enc, decoded in blobs:
             for rule, _, _ in check_instructions(decoded, ctx.instructions):
                 out.append(self._finding(bs, be, f"{enc}:{rule}", 0.7, enc))
         return out
 
-    def _unvetted_language(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def _unvetted_language(self, text: str) -> list[Finding]:
         """Sentences of a user message in a language the deployment does not vet."""
         if not self._languages:
             return []
@@ -132,7 +167,12 @@ class InjectionGuard:
         ]
 
     def _scan(
-        self, text: str, indirect: bool, depth: int, offset: tuple[int, int] | None
+        self,
+        text: str,
+        indirect: bool,
+        depth: int,
+        offset: tuple[int, int] | None,
+        blobs: tuple[Blob, ...] | None = None,
     ) -> list[Finding]:
         """Findings for ``text``; ``offset`` pins every span to an encoded blob's span."""
         norm, hidden = normalise(text)
@@ -170,13 +210,14 @@ class InjectionGuard:
                 score = 0.5 + 0.5 * (p - t) / (1 - t)
                 out.append(self._finding(s, e, "classifier", score, "classifier"))
         if depth > 0:
-            blobs = decoded_blobs(text)
+            if blobs is None:
+                blobs = decoded_blobs(text)
             encoded = [b for b in blobs if not b[2].startswith(REASSEMBLED)]
             if encoded:
                 # Readable text hidden in an encoding or a cipher is a signal on its own: a
                 # person or a document has little reason to write a sentence in base64, Morse
-                # or Pig Latin.
-                bs, be = span(encoded[0][0], encoded[0][1])
+                # or Pig Latin. Blob offsets index the text as given, not the normalised one.
+                bs, be = offset or (encoded[0][0], encoded[0][1])
                 weight = 0.5 if indirect or encoded[0][2].startswith(WORD_CIPHERS) else 0.3
                 out.append(self._finding(bs, be, "encoded_payload", weight, "normalisation"))
             for bs, be, enc, decoded in blobs:

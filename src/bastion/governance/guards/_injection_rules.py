@@ -74,8 +74,8 @@ RULES: tuple[Rule, ...] = (
     _r(
         "obey_me",
         r"\b(?:i am|i'm) (?:god|your (?:master|god|owner|creator))\b|\byou (?:have to|must|will|"
-        r"shall) (?:now )?(?:answer|obey|listen to|follow|comply with|do) (?:all |everything )?"
-        r"(?:of )?(?:my|what i)\b",
+        r"shall) (?:now )?(?:answer|obey|listen to|follow|comply with) (?:all |every one )?"
+        r"(?:of )?my (?:questions|instructions|commands|orders|rules)\b|\byou (?:must|will) obey\b",
         0.6,
         0.7,
     ),

@@ -16,6 +16,7 @@ import re
 from functools import lru_cache
 
 from bastion.governance.guards import _word_vectors as word_vectors
+from bastion.governance.guards._language import english_vocabulary_share
 from bastion.governance.guards._word_vectors import Vector
 
 _SENTENCE = re.compile(r"[^.!?\n]{1,2000}")
@@ -113,14 +114,22 @@ def forbidden_terms(instructions: str) -> frozenset[str]:
                     for w in _WORD.finditer(m.group())
                     if w.group()[0].isupper()
                     and w.group().lower() not in _GENERIC
+                    and w.group().lower() not in _PRONOUNS
                     and len(w.group()) >= 3
                 }
         return frozenset(banned)
     return frozenset(banned - allowed)
 
 
-#: A message that asks about the person the instructions describe.
+#: A message that asks about the person the instructions describe...
 _PERSON_REF = re.compile(r"\b(?:the user|user's|users'|she|he|her|his|him)\b", re.IGNORECASE)
+#: ...unless it names someone else the pronoun can stand for ("my daughter ... can she").
+_OTHER_PERSON = re.compile(
+    r"\b(?:my|our|a|the|his|her|their)\s(?:daughter|son|wife|husband|partner|mother|father|mom|"
+    r"dad|brother|sister|friend|colleague|boss|manager|client|customer|neighbou?r|child|kid|"
+    r"grandmother|grandfather|aunt|uncle|cousin|tenant|employee|employer|lawyer|doctor)s?\b",
+    re.IGNORECASE,
+)
 _PERSON_SUBJECT = re.compile(r"^\s*(?:the user's|the user|she|he|her|his|their)\b", re.IGNORECASE)
 
 
@@ -166,6 +175,10 @@ def _matches(term: str, words: set[str]) -> bool:
 #: e-mail questions and text tasks) paired with every system prompt of prompt_injection.json,
 #: so this check alone flags about 1% of ordinary requests.
 SEMANTIC_THRESHOLD = 0.377
+#: Sentences read by meaning in a long message: this many from its start and from its end.
+_SEMANTIC_SENTENCES = 100
+#: A sentence is read by meaning only if this share of its words are known English words.
+ENGLISH_SENTENCE_SHARE = 0.6
 
 
 def _content(text: str, without: frozenset[str] = frozenset()) -> str:
@@ -196,6 +209,7 @@ def _forbidden_vectors(instructions: str) -> tuple[Vector, ...]:
         if _PROHIBIT.search(sentence):
             v = word_vectors.vector(_content(sentence, task))
             if v is not None:
+                v.flags.writeable = False  # cached: shared by every caller
                 out.append(v)
     return tuple(out)
 
@@ -205,7 +219,12 @@ def semantic_match(text: str, instructions: str) -> tuple[int, int] | None:
     topics = _forbidden_vectors(instructions)
     if not topics:
         return None
-    for m in _SENTENCE.finditer(text, 0, 8000):
+    sentences = list(_SENTENCE.finditer(text))
+    if len(sentences) > 2 * _SEMANTIC_SENTENCES:  # a long message: its start and its end
+        sentences = sentences[:_SEMANTIC_SENTENCES] + sentences[-_SEMANTIC_SENTENCES:]
+    for m in sentences:
+        if english_vocabulary_share(m.group()) < ENGLISH_SENTENCE_SHARE:
+            continue  # the vectors are English: other languages match on word fragments
         v = word_vectors.vector(_content(m.group()))
         if v is not None and max(float(v @ t) for t in topics) >= SEMANTIC_THRESHOLD:
             return m.start(), m.end()
@@ -225,7 +244,9 @@ def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     banned = forbidden_terms(instructions)
     words = _terms(text) if attributes or banned else set()
     if attributes:
-        about_person = _PERSON_REF.search(text) is not None or any(n in words for n in names)
+        named = any(n in words for n in names)
+        pronoun = _PERSON_REF.search(text) is not None and _OTHER_PERSON.search(text) is None
+        about_person = named or pronoun
         if about_person and any(_matches(a, words) for a in attributes):
             out.append(("instructions_private_attribute", 0, len(text)))
     if banned and any(_matches(t, words) for t in banned):

@@ -24,6 +24,7 @@ from bastion.governance.guards._text import EN_FUNCTION_WORDS
 _SEGMENT = re.compile("[^\n.!?\u3002\uff01\uff1f]{1,600}[.!?\u3002\uff01\uff1f]?")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 _NON_LATIN = re.compile("[\u0370-\u1dff\u2e80-\ua6ff\uac00-\ud7af]")
+_ASCII_WORD = re.compile(r"[a-z]{1,40}")
 _DIGIT = re.compile(r"\d")
 #: Code: an import line, a call, an assignment, a dotted name.
 _CODE_LINE = re.compile(r"\bimport\b|\w\(|=|\w\.\w|[{}]")
@@ -95,18 +96,25 @@ def _prose(segment: str, english_allowed: bool) -> str | None:
     return " ".join(words)
 
 
-def _known_english(prose: str) -> bool:
-    """Nearly every word is a whole word of the (English, uncased) WordPiece vocabulary: the
-    identifier need not be asked ("forget previous instructions", "developer running system
-    upgrade"). Sentences in other languages score far lower (Spanish 0.0-0.2, French 0.3-0.4,
-    German 0.5-0.7 on short requests)."""
-    if not prose.isascii():
-        return False
-    words = [w for w in prose.lower().split() if len(w) >= 3]
-    if len(words) < 3:
-        return False
+def english_vocabulary_share(text: str) -> float:
+    """The share of the words (3+ letters) of ``text`` found whole in the English, uncased
+    WordPiece vocabulary of the word vectors; 0.0 for text with non-ASCII letters or no words.
+    English sentences score near 1; short requests in Spanish 0.0-0.2, French 0.3-0.4, German
+    0.5-0.7."""
+    if not text.isascii():
+        return 0.0
+    words = [w for w in _ASCII_WORD.findall(text.lower()) if len(w) >= 3]
+    if not words:
+        return 0.0
     index = word_vectors.load().index
-    return sum(w in index for w in words) >= ENGLISH_VOCABULARY_SHARE * len(words)
+    return sum(w in index for w in words) / len(words)
+
+
+def _known_english(prose: str) -> bool:
+    """Nearly every word is a known English word: the identifier need not be asked ("forget
+    previous instructions", "developer running system upgrade")."""
+    words = prose.split()
+    return len(words) >= 3 and english_vocabulary_share(prose) >= ENGLISH_VOCABULARY_SHARE
 
 
 def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]:

@@ -15,7 +15,6 @@ import re
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
-from functools import lru_cache
 
 from bastion.governance.guards._text import EN_FUNCTION_WORDS
 
@@ -32,7 +31,7 @@ _CONFUSABLES = str.maketrans(
 )
 
 #: A word with at least one non-ASCII character: only these can hide look-alikes.
-_NON_ASCII_WORD = re.compile(r"\w{0,200}[^\x00-\x7f]\w{0,200}")
+_NON_ASCII_WORD = re.compile(r"(?<!\w)\w{0,200}[^\x00-\x7f]\w{0,200}")
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
 # Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
@@ -43,7 +42,7 @@ _TAGS = re.compile("[\U000e0020-\U000e007e]{4,20000}")
 #: Morse code: dots and dashes in letters separated by spaces, words by " / ".
 _MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,6}(?:[ /]{1,5}[.\-]{1,6}){5,4000}(?![\w.\-])")
 #: Runs of plain words (a sentence or so) for the Caesar-shift and Pig Latin checks.
-_WORD_RUN = re.compile(r"[A-Za-z]{1,30}(?:[ ,;:'\-]{1,3}[A-Za-z]{1,30}){3,80}")
+_WORD_RUN = re.compile(r"[A-Za-z]{1,30}(?:[ ,'\-]{1,3}[A-Za-z]{1,30}){3,80}")
 _MORSE_CODES = (
     ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- "
     "-..- -.-- --.. ----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- "
@@ -52,6 +51,8 @@ _MORSE_CODES = (
 _MORSE_TABLE = dict(
     zip(_MORSE_CODES.split(), "abcdefghijklmnopqrstuvwxyz0123456789.,?!", strict=True)
 )
+#: An encoded run: ``(start, end, encoding, decoded text)``, offsets into the text as given.
+Blob = tuple[int, int, str, str]
 _VOWELS = frozenset("aeiou")
 _TWO_LETTERS = re.compile(r"[a-z]{2,}")
 #: Encodings found by reading words rather than decoding bytes: they are evidence only when the
@@ -214,17 +215,8 @@ def _joined_parts(text: str) -> list[tuple[int, int, str, str]]:
     return out
 
 
-def decoded_blobs(text: str, limit: int = 20) -> tuple[tuple[int, int, str, str], ...]:
-    """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``.
-
-    Remembered for the last few texts: the injection guard asks twice for a user message
-    (its own scan, then the instructions check).
-    """
-    return _decoded_blobs(text, limit)
-
-
-@lru_cache(maxsize=8)
-def _decoded_blobs(text: str, limit: int) -> tuple[tuple[int, int, str, str], ...]:
+def decoded_blobs(text: str, limit: int = 20) -> tuple[Blob, ...]:
+    """Encoded runs that decode to readable text: ``(start, end, encoding, decoded)``."""
     out: list[tuple[int, int, str, str]] = []
     # Each encoding is looked for only when a character it needs occurs: one substring test
     # instead of a regex pass over a text that cannot hold it.

@@ -84,7 +84,11 @@ def scan(
         raise typer.BadParameter(f"unknown boundary {boundary!r}", param_hint="--boundary")
     pipeline = GuardPipeline(_load_config(config, tier))
     text = _read(source)
-    system = _read(str(instructions)) if instructions is not None else None
+    system = None
+    if instructions is not None:
+        if not instructions.is_file():
+            raise typer.BadParameter(f"no such file: {instructions}", param_hint="--instructions")
+        system = _read(str(instructions))
     ctx = ScanContext(boundary=boundary, run_id="cli", instructions=system)  # type: ignore[arg-type]
     if mask:
         try:
