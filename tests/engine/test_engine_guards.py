@@ -68,6 +68,9 @@ async def test_pii_is_masked_for_the_model_and_restored_for_tools_and_answer(
     assert done.output == "Emailed John Smith at john.smith@example.com."
     steps = await store.get_steps(run.id)
     assert any(s.name == "guard:user_input" for s in steps)
+    # The journal keeps the tool call as the model wrote it: placeholders, not the values.
+    (tool_step,) = [s for s in steps if s.kind is StepKind.TOOL]
+    assert tool_step.input == {"arguments": {"to": "<EMAIL_ADDRESS_1>", "body": "Hi <PERSON_1>"}}
 
 
 async def test_injected_tool_result_is_quarantined(store: Store) -> None:

@@ -262,9 +262,11 @@ class RunExecution:
             )
             return await self.refuse(call, refusal)
         if self.agent.unmask_tool_args:
-            # Placeholders the model saw (<PERSON_1>) become the real values for the tool.
+            # Placeholders the model saw (<PERSON_1>) become the real values for the tool; the
+            # journal keeps the arguments as the model wrote them, so it holds no more personal
+            # data than the messages it replays (a resumed run rebuilds the vault first).
             args = validate_arguments(tool, self.guarding.unmask(arguments))
-        outcome = await self.act(call, tool, args)
+        outcome = await self.act(call, tool, args, journaled=arguments)
         if not outcome.ok:
             return outcome
         result = await self.guarding.screen("tool_result", outcome.text)
@@ -350,8 +352,17 @@ class RunExecution:
 
     # ---- act: one tool step ---------------------------------------------------------------
 
-    async def act(self, call: ToolCall, tool: Tool, args: BaseModel) -> CallOutcome:
-        arguments = args.model_dump(mode="json")
+    async def act(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        args: BaseModel,
+        *,
+        journaled: dict[str, Any] | None = None,
+    ) -> CallOutcome:
+        """Run the tool once per journal step. ``journaled``: the arguments to record in the
+        journal when they differ from what the tool gets (masked ones, with guards on)."""
+        arguments = journaled if journaled is not None else args.model_dump(mode="json")
         override = self.run.overrides.get(str(self.journal.next_no))
         if override is not None:
             # A replay with edited inputs: the operator's arguments replace the model's.
