@@ -270,3 +270,27 @@ async def test_every_attempt_is_reported(clock: FakeClock) -> None:
         ("b:y", 1, "ok", None),
     ]
     assert seen[0].wait == clock.sleeps[0]
+
+
+async def test_when_every_candidate_fails_the_real_error_is_raised_not_a_paused_circuit(
+    clock: FakeClock,
+) -> None:
+    first = ScriptedModel([ProviderUnavailable("first is down")], name="first")
+    paused = ScriptedModel([ProviderUnavailable("second is down")], name="paused")
+    router = make_router(
+        clock,
+        {"first": first, "paused": paused},
+        routes={"r": ["first:m", "paused:m"]},
+        retry=RetryPolicy(max_attempts=1),
+        breaker=BreakerPolicy(failure_threshold=1, cooldown=60.0),
+    )
+    with pytest.raises(ProviderUnavailable):
+        await router.complete("paused:m", REQUEST)  # opens paused's circuit
+    assert router.breaker("paused").state == "open"
+    with pytest.raises(ProviderUnavailable) as info:
+        await router.complete("r", REQUEST)
+    assert info.value.message == "first is down"
+    assert [c["code"] for c in info.value.details["candidates"]] == [
+        "provider_unavailable",
+        "circuit_open",
+    ]

@@ -134,14 +134,23 @@ class ModelRouter:
         return refs
 
     async def complete(self, target: str, request: ModelRequest) -> ModelResponse:
-        last: ProviderError | None = None
+        """The first candidate's answer that succeeds. When all fail, the error raised is the
+        last one a provider really gave (a paused circuit says nothing about the request), with
+        every candidate's outcome under ``details["candidates"]``."""
+        failures: list[tuple[ModelRef, ProviderError]] = []
         for ref in self.candidates(target):
             try:
                 return await self._try_candidate(target, ref, request)
             except ProviderError as exc:
-                last = exc
-        assert last is not None  # candidates() never returns an empty list
-        raise last
+                failures.append((ref, exc))
+        real = [exc for _, exc in failures if not isinstance(exc, CircuitOpen)]
+        chosen = real[-1] if real else failures[-1][1]
+        if len(failures) > 1:
+            chosen.details["candidates"] = [
+                {"model": str(ref), "code": exc.code, "message": exc.message}
+                for ref, exc in failures
+            ]
+        raise chosen
 
     def _report(
         self,
