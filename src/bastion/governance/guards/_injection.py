@@ -55,6 +55,8 @@ def document_span(text: str) -> tuple[int, int] | None:
     bare colon on the same line stay the user's own ("Answer the following: who ...?"), as do
     words after the closing delimiter ("Summarize this: '...' Also, ...?").
     """
+    if text.find(":", 0, 400) < 0 and text.find("<", 0, 400) < 0:
+        return None  # every introduction ends with a colon or opens markup
     m = _DOC_INTRO.search(text, 0, 400)
     if m is None:
         return None

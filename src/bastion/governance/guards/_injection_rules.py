@@ -8,6 +8,8 @@ documents). Does not own normalisation, the classifier or combining scores (``_i
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -384,16 +386,41 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     "html_image_exfil": ("<img",),
     "send_to": ("send", "post", "upload", "forward", "transmit", "exfiltrat", "submit", "mail",
                 "leak"),
-    "address_ai": ("ai", "assistant", "chatbot", "language model", "llm", "gpt", "claude",
-                   "bard", "gemini", "copilot"),
-    "your_response": ("your ",),
-    "inject_code": ("your ",),
-    "alter_your_answer": ("your ",),
+    # address_ai: see _ADDRESSED below.
+    "your_response": ("your response", "your answer", "your reply", "your summary",
+                      "your output", "your message", "your completion"),
+    "inject_code": ("in your", "to your", "inside your"),
+    "alter_your_answer": ("your reply", "your response", "your answer", "your output",
+                          "your completion", "your summary"),
     "when_you_read": ("when you", "when the", "if you are"),
     "instead_do": ("instead", "rather"),
     "conceal": ("do not", "don't", "never"),
     "html_comment_instruction": ("<!--",),
     "decode_and_follow": ("decode", "decrypt", "base64", "rot13", "hex", "revers"),
+}  # fmt: skip
+
+
+#: address_ai needs an assistant's name right before a comma or colon (with at most one
+#: whitespace character between them, as ``\s?`` allows): every such pair is an anchor, so a
+#: text that merely contains "ai" (in "said", "mail") does not run the rule.
+_AI_NAMES = ("ai", "assistant", "chatbot", "language model", "llm", "gpt", "claude", "bard",
+             "gemini", "copilot")  # fmt: skip
+# What ``\s`` matches in a str pattern is ``str.isspace``; no such character lies above U+3000.
+_WHITESPACE = ("", *(c for c in map(chr, range(0x3001)) if c.isspace()))
+ANCHORS["address_ai"] = tuple(n + w + p for n in _AI_NAMES for w in _WHITESPACE for p in ",:")
+
+# A second set of literal fragments for rules whose first set is common words: one of these
+# must occur as well (each is a literal every match of the rule contains).
+ALSO_ANCHORS: dict[str, tuple[str, ...]] = {
+    "send_to": ("http", "@"),
+    "inject_code": ("code", "snippet", "excerpt", "block", "section", "line"),
+    "sensitive_request": ("tell me", "give me", "share", "what is", "what's", "what are",
+                          "reveal", "provide", "list", "confirm", "send me", "show me", "write",
+                          "spell"),
+    # "a=b+c" holds "=", the other two ways hold their own words.
+    "payload_split": ("=", "strings", "concatenat"),
+    "prompt_leak": ("reveal", "show", "print", "repeat", "display", "output", "tell", "give",
+                    "share", "leak", "disclose", "spell", "write out", "recite", "what"),
 }  # fmt: skip
 
 
@@ -405,6 +432,8 @@ def _anchor_automaton() -> Any:
     for i, rule in enumerate(RULES):
         for anchor in ANCHORS.get(rule.name, ()):
             table.setdefault(anchor, set()).add(i)
+        for anchor in ALSO_ANCHORS.get(rule.name, ()):
+            table.setdefault(anchor, set()).add(~i)  # the second set's hits are negative
     for anchor, idxs in table.items():
         automaton.add_word(anchor, frozenset(idxs))
     automaton.make_automaton()
@@ -412,15 +441,16 @@ def _anchor_automaton() -> Any:
 
 
 _ALWAYS = frozenset(i for i, r in enumerate(RULES) if r.name not in ANCHORS)
+_NEED_BOTH = frozenset(i for i, r in enumerate(RULES) if r.name in ALSO_ANCHORS)
 _AUTOMATON = _anchor_automaton()
+_PAYLOAD = operator.itemgetter(1)
 
 
 def triggered_rules(low: str) -> list[Rule]:
     """Rules whose anchors occur in ``low`` (plus anchor-less ones), in declaration order."""
-    hit: set[int] = set(_ALWAYS)
-    for _, idxs in _AUTOMATON.iter(low):
-        hit |= idxs
-    return [RULES[i] for i in sorted(hit)]
+    hit = set(itertools.chain.from_iterable(map(_PAYLOAD, _AUTOMATON.iter(low))))
+    hit |= _ALWAYS
+    return [RULES[i] for i in sorted(hit) if i >= 0 and (i not in _NEED_BOTH or ~i in hit)]
 
 
 ROT13_RULES = frozenset(
@@ -428,18 +458,18 @@ ROT13_RULES = frozenset(
 )
 _QA_MARK = re.compile(r"(?:^|\s)(?:Q|Question|A|Answer)\s?:", re.IGNORECASE)
 _MAX_TOKENS_CHECKED = 50_000
+_SEVEN_EQUAL = b"\x01" * 7
 
 
 def structural(text: str) -> list[tuple[str, float, float]]:
     """Shape signals no single phrase shows: repeated-token floods and few-shot scripts."""
     out: list[tuple[str, float, float]] = []
-    run, longest, prev = 0, 0, None
-    for tok in text.split(maxsplit=_MAX_TOKENS_CHECKED)[:_MAX_TOKENS_CHECKED]:
-        run = run + 1 if tok == prev else 1
-        longest = max(longest, run)
-        prev = tok
-    if longest >= 8:
+    toks = text.split(maxsplit=_MAX_TOKENS_CHECKED)[:_MAX_TOKENS_CHECKED]
+    # Eight equal tokens in a row are seven equal neighbours in a row; compared in C, one byte
+    # per pair of neighbours.
+    if _SEVEN_EQUAL in bytes(map(operator.eq, toks, itertools.islice(toks, 1, None))):
         out.append(("repeated_token", 0.5, 0.5))
-    if len(_QA_MARK.findall(text, 0, 20_000)) >= 4:
+    # Every Q/A mark holds a colon: under four colons there cannot be four marks.
+    if text.count(":", 0, 20_000) >= 4 and len(_QA_MARK.findall(text, 0, 20_000)) >= 4:
         out.append(("few_shot_script", 0.4, 0.5))
     return out

@@ -46,6 +46,16 @@ _OVERRIDE = re.compile(
     r"guidelines|restrictions|limitations|directives|orders|prompt|programming)\b",
     re.IGNORECASE,
 )
+#: Every match of ``_ABOUT_INSTRUCTIONS`` (of ``_OVERRIDE``) holds one of these, lower-cased.
+_ABOUT_WORDS = ("instructions", "prompt", "rules", "guidelines", "directives", "system message",
+                "orders", "configuration")  # fmt: skip
+_OVERRIDE_WORDS = ("regardless of", "despite", "notwithstanding", "in spite of", "contrary to")
+
+
+def _may_hold(low: str | None, words: tuple[str, ...]) -> bool:
+    return low is None or any(w in low for w in words)
+
+
 #: Words of a prohibition that say how, not what: never forbidden terms on their own.
 _GENERIC = frozenset(
     """
@@ -234,10 +244,14 @@ def semantic_match(text: str, instructions: str) -> tuple[int, int] | None:
 def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     """(rule, start, end) for each way ``text`` works against ``instructions``."""
     out: list[tuple[str, int, int]] = []
-    m = _ABOUT_INSTRUCTIONS.search(text)
+    # An ASCII text can match these case-insensitive patterns only where its lower-cased form
+    # holds one of their literal words; other texts (where Unicode case folding applies) are
+    # searched whatever they hold.
+    low = text.lower() if text.isascii() else None
+    m = _ABOUT_INSTRUCTIONS.search(text) if _may_hold(low, _ABOUT_WORDS) else None
     if m is not None:
         out.append(("instructions_extraction", m.start(), m.end()))
-    m = _OVERRIDE.search(text)
+    m = _OVERRIDE.search(text) if _may_hold(low, _OVERRIDE_WORDS) else None
     if m is not None:
         out.append(("instructions_override", m.start(), m.end()))
     attributes, names = private_facts(instructions)

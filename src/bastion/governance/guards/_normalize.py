@@ -78,8 +78,15 @@ class Hidden:
     confusable: int
 
 
+_NOTHING_HIDDEN = Hidden(invisible=0, bidi=0, confusable=0)
+
+
 def normalise(text: str) -> tuple[str, Hidden]:
     """Fold the text for matching; return it with what was removed or folded."""
+    if text.isascii():
+        # Invisible, bidi and look-alike characters are all non-ASCII, and NFKC leaves ASCII as
+        # it is: nothing to remove or fold.
+        return text, _NOTHING_HIDDEN
     invisible = len(_INVISIBLE.findall(text))
     bidi = len(_BIDI.findall(text))
     cleaned = _BIDI.sub("", _INVISIBLE.sub("", text)) if invisible or bidi else text
