@@ -139,7 +139,7 @@ class _Tokens:
         if not toks:
             return feats
         i, j = self.starts[k], self.starts[k + 1]
-        masked = self.masked[i:j]
+        masked = self.masked[i : min(j, i + 3)]  # only the first three are used
         feats.update(self.bigrams[i : j - 1])
         feats.update(self.masked_bigrams[i : j - 1])
         first, last = toks[0], toks[-1]
@@ -181,11 +181,17 @@ class _Tokens:
         return "#nov0" if gap <= 0 else f"#nov{min(3, 1 + int(5 * gap))}"
 
 
+_ONE = 1
+
+
 def _share(words: list[str], doc: Counter[str]) -> float | None:
     """The share of ``words`` (a window's content words) found in the rest of the document
     (``doc`` counts the whole document's); None under two words."""
     if len(words) < 2:
         return None
+    if len(set(words)) == len(words):
+        # Each word once in the window: it is shared when the document holds it again.
+        return sum(map(_ONE.__lt__, map(doc.__getitem__, words))) / len(words)
     shared = 0
     for w, n in Counter(words).items():
         if doc[w] > n:
@@ -199,7 +205,8 @@ def document_features(text: str) -> list[tuple[tuple[int, int], set[str]]]:
     if len(low) != len(text):  # a few characters lower-case to two; keep the spans exact
         low = "".join(c.lower()[0] for c in text)
     spans = windows(text)
-    tokens = _Tokens([_WORD.findall(low[s:e]) for s, e in spans])
+    findall = _WORD.findall  # a window's bounds as pos/endpos: the pattern has no anchors
+    tokens = _Tokens([findall(low, s, e) for s, e in spans])
     return [(span, tokens.features(k)) for k, span in enumerate(spans)]
 
 
@@ -214,10 +221,7 @@ def technical(text: str) -> bool:
 
 def windows(text: str) -> list[tuple[int, int]]:
     """Split ``text`` into sentence/line windows of roughly WINDOW_MIN..WINDOW_MAX chars."""
-    cuts = [0]
-    for m in _SPLIT.finditer(text):
-        cuts.append(m.end())
-    cuts.append(len(text))
+    cuts = [0, *map(re.Match.end, _SPLIT.finditer(text)), len(text)]
     out: list[tuple[int, int]] = []
     start = 0
     for cut in cuts[1:]:

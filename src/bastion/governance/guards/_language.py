@@ -49,6 +49,8 @@ _identifier: Any = None
 
 def _model() -> Any:
     global _identifier
+    if _identifier is not None:
+        return _identifier  # loaded once; no lock needed to read it
     with _lock:
         if _identifier is None:
             from py3langid.langid import MODEL_FILE, LanguageIdentifier
@@ -76,13 +78,13 @@ def _prose(segment: str, english_allowed: bool) -> str | None:
     Capitalised words are dropped (names, places and street names are not the writer's
     language), as are lines of code; an English-led segment is skipped outright.
     """
-    if len(_UNCASED.findall(segment)) >= 4:
+    if not segment.isascii() and len(_UNCASED.findall(segment)) >= 4:
         return segment  # Arabic, Devanagari, CJK...: no capitals to tell names by; judged whole
     if _CODE_LINE.search(segment):
         return None  # a line of code: identifiers are not prose
     every = _WORD.findall(segment)
     if english_allowed:
-        common = sum(1 for w in every if w.lower() in EN_FUNCTION_WORDS)
+        common = sum(map(EN_FUNCTION_WORDS.__contains__, map(str.lower, every)))
         if common >= 2 and common * 3 >= len(every):
             return None
     words = [w for w in every if not w[0].isupper()]
@@ -134,10 +136,13 @@ def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]
         judged += 1
         if judged > _MAX_SEGMENTS:
             break
-        lang, prob = ident.classify(prose)
+        # The ranking's first entry is what ``classify`` returns (the same scores, ties to the
+        # first language): one identification serves both.
+        ranked = ident.rank(prose)
+        lang, prob = ranked[0]
         if lang in allowed or lang == "zxx":  # zxx: no linguistic content
             continue
-        share = sum(p for code, p in ident.rank(prose) if code in allowed)
+        share = sum(p for code, p in ranked if code in allowed)
         other_script = len(_NON_LATIN.findall(prose)) >= 4
         if (prob >= MIN_TOP and share < MAX_ALLOWED_SHARE) or (
             other_script and share < MIN_SHARE_ALONE

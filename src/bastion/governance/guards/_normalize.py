@@ -257,7 +257,7 @@ def decoded_blobs(text: str, limit: int = 20) -> tuple[Blob, ...]:
         if len(out) >= limit:
             return tuple(out)
     for m in _HEX.finditer(text):
-        digits = re.sub(r"[ :]", "", m.group())
+        digits = m.group().replace(" ", "").replace(":", "")
         if len(digits) % 2:
             digits = digits[:-1]
         try:
