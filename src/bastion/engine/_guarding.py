@@ -39,16 +39,19 @@ class Guarding:
         self.run = run
         self.journal = journal
 
-    def context(self, boundary: Boundary) -> ScanContext:
+    def context(self, boundary: Boundary, *, person_text: bool = False) -> ScanContext:
         return ScanContext(
             boundary=boundary,
             tenant_id=self.run.tenant,
             run_id=self.run.id,
             instructions=self.run.spec.get("instructions") or None,
+            person_text=person_text,
         )
 
-    async def screen(self, boundary: Boundary, text: str) -> Screened:
-        decision = self.pipeline.scan(text, self.context(boundary))
+    async def screen(self, boundary: Boundary, text: str, *, person_text: bool = False) -> Screened:
+        """Scan ``text`` at ``boundary``; ``person_text``: a person wrote it (a tool declared
+        ``returns_person_text``)."""
+        decision = self.pipeline.scan(text, self.context(boundary, person_text=person_text))
         if decision.kind in ("allow", "log"):
             return Screened(verdict="pass", text=text)
         kinds = sorted({f.type for f in decision.findings}) or ["guard failure"]

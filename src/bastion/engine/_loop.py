@@ -269,7 +269,9 @@ class RunExecution:
         outcome = await self.act(call, tool, args, journaled=arguments)
         if not outcome.ok:
             return outcome
-        result = await self.guarding.screen("tool_result", outcome.text)
+        result = await self.guarding.screen(
+            "tool_result", outcome.text, person_text=tool.returns_person_text
+        )
         if result.verdict == "blocked":
             withheld = f"[bastion: the result of {tool.name} was withheld ({result.summary})]"
             return CallOutcome(text=withheld, ok=True, output=outcome.output)

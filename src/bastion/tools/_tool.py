@@ -67,6 +67,10 @@ class Tool:
     takes_context: bool = False
     is_async: bool = False
     tags: tuple[str, ...] = field(default=())
+    #: Its results are text a person wrote (a customer's ticket, a chat message), not a
+    #: document: the guards read them as a person's words (direct injection rules, no document
+    #: classifier), which keeps a lone customer question from looking like an injected task.
+    returns_person_text: bool = False
 
     @property
     def input_schema(self) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class Tool:
             "requires_approval": (
                 self.requires_approval if isinstance(self.requires_approval, bool) else "rule"
             ),
+            "returns_person_text": self.returns_person_text,
         }
 
     def needs_approval(self, args: BaseModel) -> bool:
@@ -136,6 +141,7 @@ def build_tool(
     postconditions: Any = (),
     requires_approval: ApprovalRule = False,
     tags: tuple[str, ...] = (),
+    returns_person_text: bool = False,
 ) -> Tool:
     """Build a ``Tool`` from ``fn``; see ``tool`` for the meaning of each option."""
     tool_name = name or fn.__name__
@@ -194,6 +200,7 @@ def build_tool(
         takes_context=takes_context,
         is_async=inspect.iscoroutinefunction(fn),
         tags=tags,
+        returns_person_text=returns_person_text,
     )
 
 
@@ -214,6 +221,7 @@ def tool(
     postconditions: Any = (),
     requires_approval: ApprovalRule = False,
     tags: tuple[str, ...] = (),
+    returns_person_text: bool = False,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -225,7 +233,9 @@ def tool(
     Options: ``effect`` (none | read | write | external), ``idempotent`` (default True for
     none/read), ``timeout`` seconds, ``retry`` (RetryPolicy; which exceptions are retryable),
     ``preconditions``/``postconditions`` (Condition or callables), ``requires_approval`` (bool or
-    a predicate on the validated arguments). The docstring becomes the description.
+    a predicate on the validated arguments), ``returns_person_text`` (its results are a person's
+    words, such as a customer's ticket: guards read them as such). The docstring becomes the
+    description.
     """
     if fn is not None:
         return build_tool(fn, **options)

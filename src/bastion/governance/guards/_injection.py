@@ -124,7 +124,8 @@ class InjectionGuard:
     def _findings(self, text: str, ctx: ScanContext) -> list[Finding]:
         depth = self.config.decode_depth
         if ctx.boundary != "user_input":
-            return self._scan(text, ctx.boundary in INDIRECT, depth, None)
+            indirect = ctx.boundary in INDIRECT and not ctx.person_text
+            return self._scan(text, indirect, depth, None)
         # A user message may hand over a document: the user's own words (before and after it)
         # are read as a request, against the instructions and for their language; the
         # document as the indirect text it is.

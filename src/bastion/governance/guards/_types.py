@@ -56,6 +56,10 @@ class ScanContext:
     #: injection guard then also flags messages that ask to reveal or override them, or that
     #: touch a topic or value they explicitly forbid.
     instructions: str | None = None
+    #: The text was written by a person (a customer's ticket returned by a tool), whatever the
+    #: boundary: the injection guard reads it as direct input (direct rule weights, no document
+    #: classifier). The boundary still decides what a finding does.
+    person_text: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
