@@ -356,7 +356,8 @@ ANCHORS: dict[str, tuple[str, ...]] = {
                           "social security", "ssn", "salary", "credit card", "initials",
                           "secret key", "api key", "location", "live"),
     "third_party_data": ("user", "customer", "employee", "patient"),
-    "secret_object": ("pass", "secret", "api key", "pin code", "access code", "credentials"),
+    "secret_object": ("password", "passcode", "passphrase", "secret key", "secret code",
+                      "secret word", "api key", "pin code", "access code", "credentials"),
     "secret_word_multilingual": ("contraseña", "clave secreta", "mot de passe", "senha",
                                  "passwort", "kennwort", "parola d'ordine", "wachtwoord",
                                  "hasło", "lösenord", "adgangskode", "пароль", "секретн",
@@ -412,6 +413,13 @@ ANCHORS["address_ai"] = tuple(n + w + p for n in _AI_NAMES for w in _WHITESPACE 
 # A second set of literal fragments for rules whose first set is common words: one of these
 # must occur as well (each is a literal every match of the rule contains).
 ALSO_ANCHORS: dict[str, tuple[str, ...]] = {
+    "override": ("instruction", "rules", "prompt", "direction", "guideline", "constraint",
+                 "programming", "directive", "guardrail", "restriction", "command", "policies",
+                 "training", "safety", "filter", "what ", "above", "previous", "prior",
+                 "preceding", "foregoing", "earlier"),
+    "new_instructions": ("new", "updated", "real", "actual", "additional", "important",
+                         "revised", "secret", "hidden", "override"),
+    "secret_request": ("?",),
     "send_to": ("http", "@"),
     "inject_code": ("code", "snippet", "excerpt", "block", "section", "line"),
     "sensitive_request": ("tell me", "give me", "share", "what is", "what's", "what are",

@@ -90,8 +90,7 @@ def _stem(word: str) -> str:
 
 def _terms(text: str) -> set[str]:
     out = set()
-    for m in _WORD.finditer(text):
-        word = m.group()
+    for word in _WORD.findall(text):
         low = word.lower()
         if low in _GENERIC:
             continue
@@ -140,6 +139,11 @@ _OTHER_PERSON = re.compile(
     r"grandmother|grandfather|aunt|uncle|cousin|tenant|employee|employer|lawyer|doctor)s?\b",
     re.IGNORECASE,
 )
+#: Every match of ``_OTHER_PERSON`` holds one of these, lower-cased.
+_OTHER_PERSON_WORDS = ("daughter", "son", "wife", "husband", "partner", "mother", "father", "mom",
+                       "dad", "brother", "sister", "friend", "colleague", "boss", "manager",
+                       "client", "customer", "neighbo", "child", "kid", "grand", "aunt",
+                       "uncle", "cousin", "tenant", "employ", "lawyer", "doctor")  # fmt: skip
 _PERSON_SUBJECT = re.compile(r"^\s*(?:the user's|the user|she|he|her|his|their)\b", re.IGNORECASE)
 
 
@@ -259,7 +263,9 @@ def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     words = _terms(text) if attributes or banned else set()
     if attributes:
         named = any(n in words for n in names)
-        pronoun = _PERSON_REF.search(text) is not None and _OTHER_PERSON.search(text) is None
+        pronoun = _PERSON_REF.search(text) is not None and (
+            not _may_hold(low, _OTHER_PERSON_WORDS) or _OTHER_PERSON.search(text) is None
+        )
         about_person = named or pronoun
         if about_person and any(_matches(a, words) for a in attributes):
             out.append(("instructions_private_attribute", 0, len(text)))

@@ -136,13 +136,10 @@ def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]
         judged += 1
         if judged > _MAX_SEGMENTS:
             break
-        # The ranking's first entry is what ``classify`` returns (the same scores, ties to the
-        # first language): one identification serves both.
-        ranked = ident.rank(prose)
-        lang, prob = ranked[0]
+        lang, prob = ident.classify(prose)
         if lang in allowed or lang == "zxx":  # zxx: no linguistic content
             continue
-        share = sum(p for code, p in ranked if code in allowed)
+        share = sum(p for code, p in ident.rank(prose) if code in allowed)
         other_script = len(_NON_LATIN.findall(prose)) >= 4
         if (prob >= MIN_TOP and share < MAX_ALLOWED_SHARE) or (
             other_script and share < MIN_SHARE_ALONE

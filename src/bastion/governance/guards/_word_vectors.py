@@ -83,7 +83,7 @@ class WordVectors:
         if not ids:
             return None
         total: Vector = self.matrix[ids].sum(axis=0, dtype=np.float32)
-        norm = float(np.linalg.norm(total))
+        norm = float(np.sqrt(total.dot(total)))  # np.linalg.norm's own formula, without its checks
         if norm == 0.0:
             # Only tokens without a vector (punctuation, non-Latin script).
             return None
