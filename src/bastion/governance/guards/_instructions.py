@@ -53,7 +53,7 @@ _OVERRIDE_WORDS = ("regardless of", "despite", "notwithstanding", "in spite of",
 
 
 def _may_hold(low: str | None, words: tuple[str, ...]) -> bool:
-    return low is None or any(w in low for w in words)
+    return low is None or any(map(low.__contains__, words))
 
 
 #: Words of a prohibition that say how, not what: never forbidden terms on their own.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 import unicodedata
 import urllib.parse
@@ -68,6 +67,9 @@ _SPLIT_MARK = re.compile(
     r"\b(?:part \w{1,3}|combine|concatenat\w{0,3}|join|interlace|interleave|[a-d] is)\b",
     re.IGNORECASE,
 )
+#: Every match of ``_SPLIT_MARK`` holds one of these, lower-cased.
+_SPLIT_WORDS = ("part ", "combine", "concatenat", "join", "interlace", "interleave", "a is",
+                "b is", "c is", "d is")  # fmt: skip
 _QUOTED_PART = re.compile('["\u201c]([^"\u201c\u201d\n]{1,300})["\u201d]')
 
 
@@ -207,6 +209,9 @@ def _joined_parts(text: str) -> list[tuple[int, int, str, str]]:
     """Quoted fragments meant to be joined: concatenated, or interlaced letter by letter."""
     if '"' not in text and "\u201c" not in text:
         return []
+    head = text[:2000]
+    if head.isascii() and not any(map(head.lower().__contains__, _SPLIT_WORDS)):
+        return []  # (where Unicode case folding cannot apply) no literal of the mark occurs
     if not _SPLIT_MARK.search(text, 0, 2000):
         return []
     parts = list(_QUOTED_PART.finditer(text, 0, 4000))[:8]
@@ -285,4 +290,5 @@ def decoded_blobs(text: str, limit: int = 20) -> tuple[Blob, ...]:
 
 
 def rot13(text: str) -> str:
-    return codecs.encode(text, "rot13")
+    # The Caesar shift by 13, as the "rot13" codec does it, without the codec lookup.
+    return text.translate(_SHIFTS[13])
