@@ -441,15 +441,19 @@ def _anchor_automaton() -> Any:
         for anchor in ANCHORS.get(rule.name, ()):
             table.setdefault(anchor, set()).add(i)
         for anchor in ALSO_ANCHORS.get(rule.name, ()):
-            table.setdefault(anchor, set()).add(~i)  # the second set's hits are negative
+            table.setdefault(anchor, set()).add(_SECOND + i)
     for anchor, idxs in table.items():
         automaton.add_word(anchor, frozenset(idxs))
     automaton.make_automaton()
     return automaton
 
 
+#: A hit of rule i's second set of anchors is recorded as ``_SECOND + i``.
+_SECOND = 1 << 16
+_FIRST_IDS = frozenset(range(len(RULES)))
 _ALWAYS = frozenset(i for i, r in enumerate(RULES) if r.name not in ANCHORS)
 _NEED_BOTH = frozenset(i for i, r in enumerate(RULES) if r.name in ALSO_ANCHORS)
+_OF_SECOND = {_SECOND + i: i for i in _NEED_BOTH}
 _AUTOMATON = _anchor_automaton()
 _PAYLOAD = operator.itemgetter(1)
 
@@ -457,8 +461,10 @@ _PAYLOAD = operator.itemgetter(1)
 def triggered_rules(low: str) -> list[Rule]:
     """Rules whose anchors occur in ``low`` (plus anchor-less ones), in declaration order."""
     hit = set(itertools.chain.from_iterable(map(_PAYLOAD, _AUTOMATON.iter(low))))
-    hit |= _ALWAYS
-    return [RULES[i] for i in sorted(hit) if i >= 0 and (i not in _NEED_BOTH or ~i in hit)]
+    first = (hit & _FIRST_IDS) | _ALWAYS
+    second = set(map(_OF_SECOND.__getitem__, hit - _FIRST_IDS))
+    ready = (first - _NEED_BOTH) | (first & second)
+    return list(map(RULES.__getitem__, sorted(ready)))
 
 
 ROT13_RULES = frozenset(

@@ -89,14 +89,12 @@ def _stem(word: str) -> str:
 
 
 def _terms(text: str) -> set[str]:
-    out = set()
-    for word in _WORD.findall(text):
-        low = word.lower()
-        if low in _GENERIC:
-            continue
-        if len(low) >= 3 or (len(word) == 2 and word.isupper()):
-            out.add(_stem(word) if len(low) >= 3 else word)
-    return out
+    # Words are ASCII, so lower-casing keeps their length.
+    return {
+        _stem(word) if len(word) >= 3 else word
+        for word in _WORD.findall(text)
+        if (len(word) >= 3 or (len(word) == 2 and word.isupper())) and word.lower() not in _GENERIC
+    }
 
 
 @lru_cache(maxsize=256)

@@ -28,6 +28,8 @@ _ASCII_WORD = re.compile(r"[a-z]{1,40}")
 _DIGIT = re.compile(r"\d")
 #: Code: an import line, a call, an assignment, a dotted name.
 _CODE_LINE = re.compile(r"\bimport\b|\w\(|=|\w\.\w|[{}]")
+#: Every match of ``_CODE_LINE`` holds one of these.
+_CODE_MARKS = ("import", "(", "=", ".", "{", "}")
 _MAX_SEGMENTS = 64
 #: Letters of scripts without case (Hebrew, Arabic, the Indic scripts, Thai, Ethiopic, CJK,
 #: Hangul): a few of them make a segment worth judging even without spaces between words.
@@ -42,6 +44,9 @@ MIN_TOP = 0.45
 ENGLISH_VOCABULARY_SHARE = 0.8
 MAX_ALLOWED_SHARE = 0.12
 MIN_SHARE_ALONE = 0.03
+#: At or above this top probability the configured languages cannot reach MAX_ALLOWED_SHARE
+#: (the probabilities sum to one; the margin covers their float32 rounding, ~1e-5 at most).
+_SURE_TOP = 1.0 - MAX_ALLOWED_SHARE + 0.01
 
 _lock = threading.Lock()
 _identifier: Any = None
@@ -80,7 +85,7 @@ def _prose(segment: str, english_allowed: bool) -> str | None:
     """
     if not segment.isascii() and len(_UNCASED.findall(segment)) >= 4:
         return segment  # Arabic, Devanagari, CJK...: no capitals to tell names by; judged whole
-    if _CODE_LINE.search(segment):
+    if any(map(segment.__contains__, _CODE_MARKS)) and _CODE_LINE.search(segment):
         return None  # a line of code: identifiers are not prose
     every = _WORD.findall(segment)
     if english_allowed:
@@ -91,7 +96,7 @@ def _prose(segment: str, english_allowed: bool) -> str | None:
     digits = _DIGIT.search(segment) is not None
     if len(words) < 3 and len(every) >= 3 and not digits and 2 * len(words) >= len(every):
         words = every  # a short question ("Was ist das Passwort?"): capitals are not names here
-    if len(words) < 3 or sum(len(w) for w in words) < 12:
+    if len(words) < 3 or sum(map(len, words)) < 12:
         return None
     if digits and len(words) <= 5:
         return None  # a street address or a reference line
@@ -109,7 +114,7 @@ def english_vocabulary_share(text: str) -> float:
     if not words:
         return 0.0
     index = word_vectors.load().index
-    return sum(w in index for w in words) / len(words)
+    return sum(map(index.__contains__, words)) / len(words)
 
 
 def _known_english(prose: str) -> bool:
@@ -138,6 +143,11 @@ def foreign_segments(text: str, allowed: frozenset[str]) -> list[ForeignSegment]
             break
         lang, prob = ident.classify(prose)
         if lang in allowed or lang == "zxx":  # zxx: no linguistic content
+            continue
+        if prob >= _SURE_TOP:
+            # The configured languages share what the best one leaves, under MAX_ALLOWED_SHARE
+            # here: foreign without ranking the rest.
+            out.append(ForeignSegment(m.start(), m.end(), str(lang), float(prob)))
             continue
         share = sum(p for code, p in ident.rank(prose) if code in allowed)
         other_script = len(_NON_LATIN.findall(prose)) >= 4
