@@ -12,6 +12,7 @@ decision (``_injection``), nor the context-free rules (``_injection_rules``).
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import lru_cache
 
@@ -172,11 +173,13 @@ def private_facts(instructions: str) -> tuple[frozenset[str], frozenset[str]]:
 _PRONOUNS = frozenset({"she", "he", "her", "his", "him", "their", "the", "user", "user's"})
 
 
-def _matches(term: str, words: set[str]) -> bool:
+def _matches(term: str, words: set[str], long: tuple[str, ...]) -> bool:
+    """``term`` is one of ``words``, or one of six letters or more starts the other (``long``:
+    the words of six letters or more)."""
     if term in words:
         return True
     if len(term) >= 6:
-        return any(len(w) >= 6 and (w.startswith(term) or term.startswith(w)) for w in words)
+        return term.startswith(long) or any(map(str.startswith, long, itertools.repeat(term)))
     return False
 
 
@@ -259,15 +262,16 @@ def check(text: str, instructions: str) -> list[tuple[str, int, int]]:
     attributes, names = private_facts(instructions)
     banned = forbidden_terms(instructions)
     words = _terms(text) if attributes or banned else set()
+    long = tuple(w for w in words if len(w) >= 6)
     if attributes:
         named = any(n in words for n in names)
         pronoun = _PERSON_REF.search(text) is not None and (
             not _may_hold(low, _OTHER_PERSON_WORDS) or _OTHER_PERSON.search(text) is None
         )
         about_person = named or pronoun
-        if about_person and any(_matches(a, words) for a in attributes):
+        if about_person and any(_matches(a, words, long) for a in attributes):
             out.append(("instructions_private_attribute", 0, len(text)))
-    if banned and any(_matches(t, words) for t in banned):
+    if banned and any(_matches(t, words, long) for t in banned):
         out.append(("instructions_forbidden_topic", 0, len(text)))
         return out
     span = semantic_match(text, instructions)

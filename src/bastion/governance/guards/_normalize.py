@@ -33,7 +33,11 @@ _CONFUSABLES = str.maketrans(
 _NON_ASCII_WORD = re.compile(r"(?<!\w)\w{0,200}[^\x00-\x7f]\w{0,200}")
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{24,20000}={0,2}(?![A-Za-z0-9+/=_\-])")
 # Character classes with one bounded repeat each; the structure (pairs, %XX) is checked in code.
-_HEX = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f][0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])")
+# A hex run opens with a hex digit not preceded by a letter or digit, tested after that digit
+# (the look-behind covers both) so that ``re`` can skip ahead to hex digits.
+_HEX = re.compile(
+    r"[0-9A-Fa-f](?<![0-9A-Za-z][0-9A-Fa-f])[0-9A-Fa-f :]{22,20000}[0-9A-Fa-f](?![0-9A-Za-z])"
+)
 _BINARY = re.compile(r"(?<![01])[01]{8}[01 ]{27,40000}(?![01])")
 _URLENC = re.compile(r"%[%0-9A-Za-z._~\-]{17,30000}")
 #: Unicode tag characters spelling ASCII (invisible "ASCII smuggling").
