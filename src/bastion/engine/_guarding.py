@@ -19,7 +19,7 @@ from bastion.core.canonical import digest
 from bastion.core.records import Run, StepKind, WaitReason
 from bastion.engine._journal import Done, Interrupted, Journal
 from bastion.engine._suspend import Suspend
-from bastion.governance.guards import Boundary, GuardPipeline, ScanContext
+from bastion.governance.guards import Boundary, Finding, GuardPipeline, ScanContext
 
 Verdict = Literal["pass", "blocked"]
 
@@ -54,8 +54,7 @@ class Guarding:
         decision = self.pipeline.scan(text, self.context(boundary, person_text=person_text))
         if decision.kind in ("allow", "log"):
             return Screened(verdict="pass", text=text)
-        kinds = sorted({f.type for f in decision.findings}) or ["guard failure"]
-        summary = f"{decision.kind} at {boundary}: {', '.join(kinds)}"
+        summary = f"{decision.kind} at {boundary}: {_describe(decision.findings)}"
         payload: dict[str, Any] = {
             "boundary": boundary,
             "decision": decision.kind,
@@ -90,6 +89,22 @@ class Guarding:
         if isinstance(value, list):
             return [self.unmask(v) for v in value]
         return value
+
+
+def _describe(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    """"PROMPT_INJECTION (unvetted_language:de), PERSON": each type with the rules that found
+    it where they say more than the type (evidence is safe to show: never the values)."""
+    if not findings:
+        return "guard failure"
+    rules: dict[str, set[str]] = {}
+    for f in findings:
+        rules.setdefault(f.type, set())
+        if f.guard == "injection" and f.evidence:
+            rules[f.type].add(f.evidence)
+    return ", ".join(
+        f"{kind} ({', '.join(sorted(found)[:3])})" if found else kind
+        for kind, found in sorted(rules.items())
+    )
 
 
 def _from_record(record: dict[str, Any], guarded: str, summary: str) -> Screened:
