@@ -9,9 +9,12 @@ against the agent's own instructions.
 
 from __future__ import annotations
 
+import pytest
+
+from bastion.core.errors import UserError
 from bastion.core.records import Decision, RunStatus, StepKind, WaitReason
 from bastion.engine import Agent, Engine, Worker
-from bastion.governance.guards import GuardPipeline
+from bastion.governance.guards import GuardPipeline, GuardsConfig
 from bastion.models import ModelRouter
 from bastion.store import Store
 from bastion.testing import ScriptedModel, call, reply
@@ -230,3 +233,38 @@ async def test_a_tool_returning_a_persons_words_is_not_read_as_a_document(store:
         assert done is not None and done.status is RunStatus.COMPLETED, done and done.error
         seen = _texts(models[person_text, ticket], 1)
         assert (tickets[ticket] not in seen) is quarantined, (person_text, ticket, seen)
+
+
+async def test_a_guard_review_of_tool_arguments_is_edited_with_arguments(store: Store) -> None:
+    sent: list[dict[str, str]] = []
+
+    @tool(effect="external", idempotent=True)
+    def send_email(to: str, body: str) -> str:
+        sent.append({"to": to, "body": body})
+        return "queued"
+
+    agent = Agent(name="mailer", model="scripted:x", tools=[send_email])
+    model = ScriptedModel(
+        [
+            reply(None, call("send_email", {"to": "kim.lee@example.org", "body": "Hi Kim"})),
+            reply("Sent."),
+        ]
+    )
+    pipeline = GuardPipeline(GuardsConfig.from_mapping({"pii": {"modes": {"tool_args": "review"}}}))
+    engine = Engine(
+        store=store,
+        complete=ModelRouter({"scripted": model}).complete,
+        agents={"mailer": agent},
+        guards=pipeline,
+    )
+    run = await engine.submit("mailer", "Tell the customer their parcel left.")
+    waiting = await Worker(engine).run_once()
+    assert waiting is not None and waiting.wait_reason is WaitReason.GUARD_REVIEW
+    assert sent == []
+    with pytest.raises(UserError):  # a text does not replace call arguments
+        await engine.decide(run.id, Decision(kind="edit", output="Hi", by="sec"))
+    edited = {"to": "support@shop.example", "body": "A parcel left today."}
+    await engine.decide(run.id, Decision(kind="edit", arguments=edited, by="sec"))
+    done = await Worker(engine).run_once()
+    assert done is not None and done.status is RunStatus.COMPLETED, done and done.error
+    assert sent == [edited]

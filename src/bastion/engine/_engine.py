@@ -267,10 +267,21 @@ class Engine:
         step = steps.get(run.waiting_step)
         if step is None or step.status is not StepStatus.STARTED:
             raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
-        # Output and guard reviews are edited with a text (``output``), not call arguments.
+        # Output and guard reviews are edited with a text (``output``), not call arguments; a
+        # guard review of a tool call's arguments takes the corrected arguments (checked against
+        # the tool when the run resumes, where the call is known).
         editing_call = run.wait_reason not in (WaitReason.OUTPUT_REVIEW, WaitReason.GUARD_REVIEW)
         if decision.kind == "edit" and decision.arguments is not None and editing_call:
             self._check_edited_arguments(run, step, decision.arguments)
+        if (
+            decision.kind == "edit"
+            and run.wait_reason is WaitReason.GUARD_REVIEW
+            and (step.name == "guard:tool_args") != (decision.arguments is not None)
+        ):
+            raise UserError(
+                "a guard review of tool arguments is edited with the corrected arguments; any "
+                "other guard review with the corrected text (output)"
+            )
         await self.store.commit(
             run_id,
             expected_version=run.version,
@@ -386,7 +397,7 @@ def _check_decision(run: Run, decision: Decision) -> None:
         raise UserError("'resolve' answers only runs whose outcome is unknown")
     if decision.kind == "edit":
         texts = (WaitReason.OUTPUT_REVIEW, WaitReason.GUARD_REVIEW)
-        if reason in texts and decision.output is None:
+        if reason in texts and decision.output is None and decision.arguments is None:
             raise UserError("editing a final answer or a guarded text needs the corrected output")
         if reason not in texts and decision.arguments is None:
             raise UserError("'edit' needs the arguments to use instead")

@@ -31,6 +31,8 @@ class Screened:
     verdict: Verdict
     text: str
     summary: str = ""
+    #: A reviewer's corrected arguments (a guard review of a tool call's arguments).
+    arguments: dict[str, Any] | None = None
 
 
 class Guarding:
@@ -74,6 +76,8 @@ class Guarding:
             record: dict[str, Any] = {"action": human.kind, "by": human.by}
             if human.kind == "edit" and isinstance(human.output, str):
                 record["text"] = human.output
+            if human.kind == "edit" and human.arguments is not None:
+                record["arguments"] = dict(human.arguments)
             await self.journal.finish(slot.step, output=record, durable=True)
             return _from_record(record, decision.text, summary)
         await self.journal.finish(slot.step, output={"action": decision.kind}, durable=False)
@@ -114,6 +118,11 @@ def _from_record(record: dict[str, Any], guarded: str, summary: str) -> Screened
             # guard found.
             return Screened(verdict="pass", text=guarded, summary=summary)
         case "edit":
-            return Screened(verdict="pass", text=str(record.get("text", guarded)), summary=summary)
+            return Screened(
+                verdict="pass",
+                text=str(record.get("text", guarded)),
+                summary=summary,
+                arguments=record.get("arguments"),
+            )
         case _:
             return Screened(verdict="blocked", text="", summary=summary)

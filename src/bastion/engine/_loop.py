@@ -261,6 +261,14 @@ class RunExecution:
                 f"({screened.summary}). Do not put such content in tool arguments."
             )
             return await self.refuse(call, refusal)
+        if screened.arguments is not None:
+            # A reviewer corrected the arguments: they replace the model's, and are checked
+            # against the tool like the model's were (a mistake goes back to the model).
+            try:
+                args = validate_arguments(tool, screened.arguments)
+            except ToolArgumentsInvalid as exc:
+                return await self.refuse(call, exc)
+            arguments = args.model_dump(mode="json")
         if self.agent.unmask_tool_args:
             # Placeholders the model saw (<PERSON_1>) become the real values for the tool; the
             # journal keeps the arguments as the model wrote them, so it holds no more personal
