@@ -262,26 +262,17 @@ class Engine:
                 f"run {run_id} is {run.status.value}, not waiting for a human",
                 hint="Only runs listed by `bastion review list` take decisions.",
             )
-        _check_decision(run, decision)
         steps = {s.step_no: s for s in await self.store.get_steps(run_id)}
         step = steps.get(run.waiting_step)
         if step is None or step.status is not StepStatus.STARTED:
             raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
+        _check_decision(run, step, decision)
         # Output and guard reviews are edited with a text (``output``), not call arguments; a
         # guard review of a tool call's arguments takes the corrected arguments (checked against
         # the tool when the run resumes, where the call is known).
         editing_call = run.wait_reason not in (WaitReason.OUTPUT_REVIEW, WaitReason.GUARD_REVIEW)
         if decision.kind == "edit" and decision.arguments is not None and editing_call:
             self._check_edited_arguments(run, step, decision.arguments)
-        if (
-            decision.kind == "edit"
-            and run.wait_reason is WaitReason.GUARD_REVIEW
-            and (step.name == "guard:tool_args") != (decision.arguments is not None)
-        ):
-            raise UserError(
-                "a guard review of tool arguments is edited with the corrected arguments; any "
-                "other guard review with the corrected text (output)"
-            )
         await self.store.commit(
             run_id,
             expected_version=run.version,
@@ -391,7 +382,8 @@ class Engine:
         raise ConcurrentUpdate(f"run {run_id} kept changing; try cancelling again")
 
 
-def _check_decision(run: Run, decision: Decision) -> None:
+def _check_decision(run: Run, step: Step, decision: Decision) -> None:
+    """The decision fits what the run waits for (``step``: the waiting step)."""
     reason = run.wait_reason
     if decision.kind == "resolve" and reason is not WaitReason.OUTCOME_UNKNOWN:
         raise UserError("'resolve' answers only runs whose outcome is unknown")
@@ -401,3 +393,9 @@ def _check_decision(run: Run, decision: Decision) -> None:
             raise UserError("editing a final answer or a guarded text needs the corrected output")
         if reason not in texts and decision.arguments is None:
             raise UserError("'edit' needs the arguments to use instead")
+        guarded_call = step.name == "guard:tool_args"
+        if reason is WaitReason.GUARD_REVIEW and guarded_call != (decision.arguments is not None):
+            raise UserError(
+                "a guard review of tool arguments is edited with the corrected arguments; any "
+                "other guard review with the corrected text (output)"
+            )

@@ -96,8 +96,8 @@ class Guarding:
 
 
 def _describe(findings: tuple[Finding, ...] | list[Finding]) -> str:
-    """"PROMPT_INJECTION (unvetted_language:de), PERSON": each type with the rules that found
-    it where they say more than the type (evidence is safe to show: never the values)."""
+    """Each finding type with the injection rules that found it, e.g. "PROMPT_INJECTION
+    (unvetted_language:de), PERSON" (evidence is safe to show: never the values)."""
     if not findings:
         return "guard failure"
     rules: dict[str, set[str]] = {}
