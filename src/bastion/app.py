@@ -253,9 +253,17 @@ class Bastion:
         return await self.engine.decide(run_id, decision)
 
     async def replay(
-        self, run_id: str, *, from_step: int | None = None, arguments: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        *,
+        from_step: int | None = None,
+        arguments: dict[str, Any] | None = None,
+        repeat_effects: bool = False,
     ) -> Run:
-        return await self.engine.replay(run_id, from_step=from_step, arguments=arguments)
+        """Send a dead-lettered or failed run back to the queue (see ``Engine.replay``)."""
+        return await self.engine.replay(
+            run_id, from_step=from_step, arguments=arguments, repeat_effects=repeat_effects
+        )
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
         return await self.engine.cancel(run_id, reason=reason)

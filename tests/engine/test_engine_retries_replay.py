@@ -15,7 +15,7 @@ from bastion.core.retry import RetryPolicy
 from bastion.engine import Agent, Limits, Worker
 from bastion.store import Store
 from bastion.testing import call, reply
-from bastion.tools import ToolContext, tool
+from bastion.tools import EffectNotStarted, ToolContext, tool
 
 BACKOFF = RetryPolicy(max_attempts=6, initial_delay=0.1, multiplier=2.0, max_delay=0.3, jitter=0.0)
 
@@ -160,7 +160,8 @@ async def test_replay_from_a_step_with_edited_arguments(store: Store) -> None:
     @tool(effect="write")
     def refund(ctx: ToolContext, order_id: str, amount: float) -> str:
         if amount > 100:
-            raise RuntimeError(f"refund of {amount} exceeds the card limit")
+            # The card network refused it before any money moved: safe to replay.
+            raise EffectNotStarted(f"refund of {amount} exceeds the card limit")
         effects.append((order_id, amount, ctx.idempotency_key))
         return f"refunded {amount}"
 
@@ -362,14 +363,14 @@ async def test_a_later_replay_drops_edited_arguments_of_archived_steps(store: St
     @tool(effect="write")
     def refund(order_id: str, amount: float) -> str:
         if amount > 100:
-            raise RuntimeError("over the card limit")
+            raise EffectNotStarted("over the card limit")
         done_calls.append(f"refund {order_id} {amount}")
         return "refunded"
 
     @tool(effect="write")
     def notify(order_id: str) -> str:
         if notify_down[0]:
-            raise RuntimeError("mail server down")
+            raise EffectNotStarted("mail server down")
         done_calls.append(f"notify {order_id}")
         return "sent"
 
@@ -395,7 +396,11 @@ async def test_a_later_replay_drops_edited_arguments_of_archived_steps(store: St
     assert second.error is not None and second.error["details"]["step_no"] == 3
 
     notify_down[0] = False
-    await engine.replay(run.id, from_step=0)
+    # The refund at step 1 went through: replaying over it needs the operator's word, and a
+    # refund made again at step 1 would wait for a person; here the model looks it up instead.
+    with pytest.raises(UserError, match=r"step 1 \(refund\)"):
+        await engine.replay(run.id, from_step=0)
+    await engine.replay(run.id, from_step=0, repeat_effects=True)
     done = await run_to_stop(engine, run.id)
 
     # Step 1 is now the lookup; the edited refund arguments were for the archived step 1.

@@ -170,11 +170,23 @@ def dlq_replay(
         str | None,
         typer.Option("--args", help="JSON arguments replacing the tool call's at --from-step."),
     ] = None,
+    repeat_effects: Annotated[
+        bool,
+        typer.Option(
+            "--repeat-effects",
+            help="Replay over calls that may already have acted (non-idempotent tools); each "
+            "waits for a person before it is made again.",
+        ),
+    ] = False,
 ) -> None:
     """Send a dead-lettered or failed run back to the queue."""
     arguments = parse_object(args, "--args") if args is not None else None
     with session(ctx) as bastion:
-        run = bastion.call_sync(bastion.replay(run_id, from_step=from_step, arguments=arguments))
+        run = bastion.call_sync(
+            bastion.replay(
+                run_id, from_step=from_step, arguments=arguments, repeat_effects=repeat_effects
+            )
+        )
     console.print(
         f"run {run.id} is {run.status.value} again from step {run.next_step}; "
         "a worker (`bastion worker`) will execute it"

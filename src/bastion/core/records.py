@@ -17,8 +17,12 @@ from bastion.core.messages import Usage
 JsonObject = dict[str, Any]
 
 #: Version of the persisted run/step shapes. Bump with a line in SCHEMA_CHANGES.
-SCHEMA_VERSION = 1
-SCHEMA_CHANGES: dict[int, str] = {1: "first shape: runs, steps, step_archive"}
+SCHEMA_VERSION = 2
+SCHEMA_CHANGES: dict[int, str] = {
+    1: "first shape: runs, steps, step_archive",
+    2: "runs.confirm_steps and ended_at; step status outcome_unknown; note steps record spec "
+    "migrations; with guards on, stored text is sealed (placeholders, vault in runs.vault)",
+}
 
 
 class RunStatus(StrEnum):
@@ -80,6 +84,14 @@ class StepStatus(StrEnum):
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    #: A non-idempotent call may or may not have acted (it timed out, failed after it could
+    #: have started, or its worker stopped): a person decides, Bastion never re-runs it alone.
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+    @property
+    def open(self) -> bool:
+        """The step's end was never recorded: it waits to be finished or decided."""
+        return self in (StepStatus.STARTED, StepStatus.OUTCOME_UNKNOWN)
 
 
 DecisionKind = Literal["approve", "reject", "edit", "resolve"]
@@ -122,11 +134,16 @@ class Run(BaseModel):
     spec: JsonObject = Field(default_factory=dict)
     spec_digest: str = ""
     overrides: JsonObject = Field(default_factory=dict)
+    #: ``{step_no: tool}``: calls that may have acted in an earlier attempt of this run (before
+    #: a replay); making one again waits for a person first.
+    confirm_steps: dict[str, str] = Field(default_factory=dict)
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     not_before: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    #: When the run reached a final status (retention of its sealed data counts from here).
+    ended_at: datetime | None = None
     schema_version: int = SCHEMA_VERSION
 
 

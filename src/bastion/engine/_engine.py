@@ -264,7 +264,7 @@ class Engine:
             )
         steps = {s.step_no: s for s in await self.store.get_steps(run_id)}
         step = steps.get(run.waiting_step)
-        if step is None or step.status is not StepStatus.STARTED:
+        if step is None or not step.status.open:
             raise InvalidState(f"run {run_id} has no open step {run.waiting_step} to decide")
         _check_decision(run, step, decision)
         # Output and guard reviews are edited with a text (``output``), not call arguments; a
@@ -309,10 +309,16 @@ class Engine:
         *,
         from_step: int | None = None,
         arguments: dict[str, Any] | None = None,
+        repeat_effects: bool = False,
     ) -> Run:
         """Send a dead-lettered or failed run back to the queue, re-executing from ``from_step``
         (default: the step that failed). Steps from there on are archived, not deleted.
-        ``arguments`` replaces the tool arguments of the tool step at ``from_step``."""
+        ``arguments`` replaces the tool arguments of the tool step at ``from_step``.
+
+        Calls of non-idempotent tools from ``from_step`` on that may already have acted are
+        never made again silently: the replay is refused unless ``repeat_effects`` is given, and
+        then each such call, when the replayed run makes it again, waits for a person first
+        (``outcome_unknown``: resolve, approve to call again, or reject)."""
         run = await self.store.get_run(run_id)
         if run.status not in (RunStatus.DEAD_LETTER, RunStatus.FAILED):
             raise InvalidState(
@@ -334,11 +340,24 @@ class Engine:
                     "takes edited arguments"
                 )
             self._check_edited_arguments(run, target, arguments)
+        effects = _effects_from(run, recorded, from_step)
+        if effects and not repeat_effects:
+            calls = ", ".join(f"step {no} ({name})" for no, name in effects.items())
+            raise UserError(
+                f"replaying run {run_id} from step {from_step} could repeat calls that may "
+                f"already have acted: {calls}",
+                hint="Check the outside systems first. To replay anyway, pass "
+                "repeat_effects=True (CLI: --repeat-effects): each of these calls then waits "
+                "for a person before it is made again.",
+                effects=effects,
+            )
         # Edited arguments belong to the steps they were given for; those from ``from_step``
         # on are archived now, and the same numbers may hold other calls after this replay.
         overrides = {k: v for k, v in run.overrides.items() if int(k) < from_step}
         if arguments is not None:
             overrides[str(from_step)] = arguments
+        confirm = {k: v for k, v in run.confirm_steps.items() if int(k) < from_step}
+        confirm.update(effects)
         await self.store.commit(
             run_id,
             expected_version=run.version,
@@ -348,6 +367,7 @@ class Engine:
                 "output": None,
                 "next_step": from_step,
                 "overrides": overrides,
+                "confirm_steps": confirm,
                 "lease_owner": None,
                 "lease_expires_at": None,
             },
@@ -380,6 +400,31 @@ class Engine:
             await self.store.resolve_dead_letters(run_id, "cancelled")
             return await self.store.get_run(run_id)
         raise ConcurrentUpdate(f"run {run_id} kept changing; try cancelling again")
+
+
+def _effects_from(run: Run, recorded: list[Step], from_step: int) -> dict[str, str]:
+    """``{step_no: tool}`` of the calls from ``from_step`` on that a replay would make again
+    and that may have acted: non-idempotent tools (as the run's spec declares them) whose step
+    did not fail before its effect (a ``ToolError``, or ``EffectNotStarted`` on every attempt)."""
+    idempotent = {
+        t.get("name"): bool(t.get("idempotent"))
+        for t in run.spec.get("tools", ())
+        if isinstance(t, dict)
+    }
+    out: dict[str, str] = {}
+    for step in recorded:
+        if step.step_no < from_step or step.kind is not StepKind.TOOL:
+            continue
+        if idempotent.get(step.name, False):
+            continue
+        error = step.error or {}
+        before_effect = step.status is StepStatus.FAILED and (
+            error.get("code") == "tool_error"
+            or (error.get("details") or {}).get("may_have_acted") is False
+        )
+        if not before_effect:
+            out[str(step.step_no)] = step.name
+    return out
 
 
 def _check_decision(run: Run, step: Step, decision: Decision) -> None:

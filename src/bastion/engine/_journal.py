@@ -124,7 +124,7 @@ class Journal:
                     current={"kind": kind.value, "name": name, "hash": input_hash},
                 )
             self.usage_so_far = self.usage_so_far + rec.usage
-            if rec.status is StepStatus.STARTED:
+            if rec.status.open:
                 return Interrupted(step=rec)
             return Done(step=rec)
         step = Step.model_construct(
@@ -184,6 +184,22 @@ class Journal:
             await self.flush()
         await self._notify("finished", done)
         return done
+
+    def mark_unknown(self, step: Step, *, attempts: int, error: dict[str, Any]) -> Step:
+        """Record that ``step``'s effect may or may not have happened. Any earlier decision is
+        used up: the person is asked again. Written with the run's wait (the next flush)."""
+        unknown = step.model_copy(
+            update={
+                "status": StepStatus.OUTCOME_UNKNOWN,
+                "attempts": attempts,
+                "error": error,
+                "decision": None,
+            }
+        )
+        self._recorded[step.step_no] = unknown
+        self._pending = [s for s in self._pending if s.step_no != step.step_no]
+        self._pending.append(unknown)
+        return unknown
 
     async def note_attempt(self, step: Step, attempts: int, error: dict[str, Any]) -> Step:
         """Record a failed attempt of a step that will be retried (durably: the retry count

@@ -46,7 +46,7 @@ from bastion.core.messages import (
     ToolCall,
     ToolSchema,
 )
-from bastion.core.records import Decision, Run, StepKind, WaitReason
+from bastion.core.records import Decision, Run, Step, StepKind, StepStatus, WaitReason
 from bastion.engine._agent import Agent
 from bastion.engine._guarding import Guarding
 from bastion.engine._journal import Done, Fresh, Interrupted, Journal
@@ -383,14 +383,22 @@ class RunExecution:
         if isinstance(slot, Done):
             return _outcome_from_step(slot.step.output, slot.step.error)
         step = slot.step
+        if isinstance(slot, Fresh) and self._repeats_an_effect(tool, step.step_no):
+            detail = (
+                f"{tool.name} was called at this step before the run was replayed and may have "
+                "acted; check the outside system, then resolve, approve (call again) or reject"
+            )
+            error = {"code": "outcome_unknown", "message": detail}
+            self.journal.mark_unknown(step, attempts=0, error=error)
+            raise Suspend(WaitReason.OUTCOME_UNKNOWN, step.step_no, detail)
         if isinstance(slot, Interrupted):
             decision = slot.decision
             if decision is None and not tool.idempotent:
-                raise Suspend(
-                    WaitReason.OUTCOME_UNKNOWN,
-                    step.step_no,
-                    f"{tool.name} started but its result was never recorded",
-                )
+                detail = f"{tool.name} started but its result was never recorded"
+                if step.status is not StepStatus.OUTCOME_UNKNOWN:
+                    error = {"code": "outcome_unknown", "message": detail}
+                    self.journal.mark_unknown(step, attempts=step.attempts, error=error)
+                raise Suspend(WaitReason.OUTCOME_UNKNOWN, step.step_no, detail)
             if decision is not None:
                 match decision.kind:
                     case "resolve":
@@ -406,7 +414,15 @@ class RunExecution:
                         pass
         return await self._execute(tool, args, step)
 
-    async def _execute(self, tool: Tool, args: BaseModel, step: Any) -> CallOutcome:
+    def _repeats_an_effect(self, tool: Tool, step_no: int) -> bool:
+        """This call of a non-idempotent tool was made at the same step in an attempt of the run
+        before a replay (``Run.confirm_steps``)."""
+        return not tool.idempotent and self.run.confirm_steps.get(str(step_no)) == tool.name
+
+    async def _execute(self, tool: Tool, args: BaseModel, step: Step) -> CallOutcome:
+        """Call the tool, retrying what may be retried. A non-idempotent tool is never called
+        again by Bastion once it may have acted: a timeout or a failure that could come after
+        its effect makes the step ``outcome_unknown`` and the run waits for a person."""
         attempts = step.attempts if step.error is not None else 0
         durable = not tool.idempotent
         while True:
@@ -421,11 +437,18 @@ class RunExecution:
                 await self.journal.finish(step, error=error, attempts=attempts, durable=durable)
                 return _outcome_from_step(None, error)
             except ToolFailed as exc:
+                exc.details.update(attempts=attempts)
+                if not tool.idempotent and exc.details.get("may_have_acted", True):
+                    self.journal.mark_unknown(step, attempts=attempts, error=exc.to_dict())
+                    raise Suspend(
+                        WaitReason.OUTCOME_UNKNOWN,
+                        step.step_no,
+                        f"{exc.message}; {tool.name} may have acted before it failed",
+                    ) from exc
                 if exc.retryable and attempts < tool.retry.max_attempts:
                     step = await self.journal.note_attempt(step, attempts, exc.to_dict())
                     await self.deps.sleep(tool.retry.delay(attempts, self.deps.rng))
                     continue
-                exc.details.update(attempts=attempts)
                 await self.journal.finish(
                     step, error=exc.to_dict(), attempts=attempts, durable=True
                 )

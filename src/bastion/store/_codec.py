@@ -29,7 +29,7 @@ STEP_MUTABLE = (
     "finished_at",
 )
 
-_JSON_RUN_FIELDS = frozenset({"input", "output", "error", "spec", "overrides"})
+_JSON_RUN_FIELDS = frozenset({"input", "output", "error", "spec", "overrides", "confirm_steps"})
 
 
 def _default(value: Any) -> Any:
@@ -88,11 +88,13 @@ def run_to_row(run: Run) -> dict[str, Any]:
         "spec": dumps(run.spec),
         "spec_digest": run.spec_digest,
         "overrides": dumps(run.overrides),
+        "confirm_steps": dumps(run.confirm_steps) if run.confirm_steps else None,
         "lease_owner": run.lease_owner,
         "lease_expires_at": ts(run.lease_expires_at),
         "not_before": ts(run.not_before),
         "created_at": ts(run.created_at),
         "updated_at": ts(run.updated_at),
+        "ended_at": ts(run.ended_at),
         "schema_version": run.schema_version,
     }
 
@@ -120,11 +122,13 @@ def row_to_run(row: Any) -> Run:
         spec=loads(m["spec"]) or {},
         spec_digest=m["spec_digest"] or "",
         overrides=loads(m["overrides"]) or {},
+        confirm_steps=loads(m["confirm_steps"]) or {},
         lease_owner=m["lease_owner"],
         lease_expires_at=dt(m["lease_expires_at"]),
         not_before=dt(m["not_before"]),
         created_at=dt_required(m["created_at"]),
         updated_at=dt_required(m["updated_at"]),
+        ended_at=dt(m["ended_at"]),
         schema_version=m["schema_version"],
     )
 
@@ -141,7 +145,7 @@ def changes_to_row(changes: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = dumps(value)
         elif key in ("status", "wait_reason"):
             out[key] = value.value if value is not None else None
-        elif key in ("lease_expires_at", "not_before"):
+        elif key in ("lease_expires_at", "not_before", "ended_at"):
             out[key] = ts(value) if isinstance(value, datetime) else value
         else:
             out[key] = value

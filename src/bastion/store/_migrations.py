@@ -93,6 +93,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_dead_letters_open ON dead_letters (resolved_at, created_at)",
         ),
     ),
+    Migration(
+        version=2,
+        name="effects to confirm on replay, sealed vault, end time",
+        statements=(
+            # {step_no: tool name}: calls that may already have acted in an earlier attempt of
+            # the run; replay asks a person before making them again.
+            "ALTER TABLE runs ADD COLUMN confirm_steps TEXT",
+            # The run's masking vault sealed with its own data key, and that key wrapped by the
+            # deployment's key (guards on); destroying vault_key makes the vault unreadable.
+            "ALTER TABLE runs ADD COLUMN vault TEXT",
+            "ALTER TABLE runs ADD COLUMN vault_key TEXT",
+            "ALTER TABLE runs ADD COLUMN ended_at DOUBLE PRECISION",
+            "CREATE INDEX ix_runs_lease_owner ON runs (lease_owner)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

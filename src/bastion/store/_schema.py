@@ -47,6 +47,10 @@ runs = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("schema_version", Integer, nullable=False),
+    Column("confirm_steps", Text),
+    Column("vault", Text),
+    Column("vault_key", Text),
+    Column("ended_at", Float),
 )
 
 _step_columns = (

@@ -8,11 +8,12 @@ pre- and postconditions and approval rule. ``invoke_tool`` runs one call under t
 from bastion.tools._context import ToolContext
 from bastion.tools._invoke import invoke_tool
 from bastion.tools._registry import ToolRegistry
-from bastion.tools._tool import Condition, Effect, Tool, ToolError, tool
+from bastion.tools._tool import Condition, Effect, EffectNotStarted, Tool, ToolError, tool
 
 __all__ = [
     "Condition",
     "Effect",
+    "EffectNotStarted",
     "Tool",
     "ToolContext",
     "ToolError",

@@ -22,7 +22,7 @@ from bastion.core.errors import (
     ToolTimeout,
 )
 from bastion.tools._context import ToolContext
-from bastion.tools._tool import Tool, ToolError
+from bastion.tools._tool import EffectNotStarted, Tool, ToolError
 
 
 def validate_arguments(tool: Tool, arguments: dict[str, Any]) -> BaseModel:
@@ -66,30 +66,37 @@ def is_retryable(tool: Tool, exc: BaseException) -> bool:
 async def invoke_tool(tool: Tool, args: BaseModel, ctx: ToolContext) -> Any:
     """Run one attempt. Returns the JSON-ready result; raises ``ToolError`` (for the model),
     ``ToolTimeout``, ``ToolFailed`` (``retryable`` set from the tool's retry policy) or
-    ``ToolContractViolation``."""
+    ``ToolContractViolation``. A ``ToolFailed`` carries ``details["may_have_acted"]``: False
+    only when the tool raised ``EffectNotStarted``."""
     try:
         async with asyncio.timeout(tool.timeout):
             raw = await _call(tool, args, ctx)
     except TimeoutError:
+        # The call was abandoned, not stopped: a sync tool's thread runs on, and the outside
+        # system may act after this point.
         raise ToolTimeout(
             f"tool {tool.name!r} did not finish within {tool.timeout}s",
             run_id=ctx.run_id,
             step_no=ctx.step_no,
             tool=tool.name,
+            may_have_acted=True,
         ) from None
     except (ToolError, RunCancelled, asyncio.CancelledError):
         raise
     except BastionError:
         raise
     except Exception as exc:  # a tool's own failure: translated, never swallowed
+        not_started = isinstance(exc, EffectNotStarted)
         err = ToolFailed(
             f"tool {tool.name!r} raised {type(exc).__name__}: {exc}",
             run_id=ctx.run_id,
             step_no=ctx.step_no,
             tool=tool.name,
             exception=type(exc).__name__,
+            may_have_acted=not not_started,
         )
-        err.retryable = is_retryable(tool, exc)
+        # A call that never started is always safe to try again, within the retry policy.
+        err.retryable = not_started or is_retryable(tool, exc)
         raise err from exc
     try:
         result = tool.output_adapter.validate_python(raw)
@@ -100,6 +107,7 @@ async def invoke_tool(tool: Tool, args: BaseModel, ctx: ToolContext) -> Any:
             run_id=ctx.run_id,
             step_no=ctx.step_no,
             tool=tool.name,
+            may_have_acted=True,
         ) from None
     for cond in tool.postconditions:
         if not cond.check(args, result):
@@ -109,5 +117,6 @@ async def invoke_tool(tool: Tool, args: BaseModel, ctx: ToolContext) -> Any:
                 step_no=ctx.step_no,
                 tool=tool.name,
                 condition=cond.name,
+                may_have_acted=True,
             )
     return tool.output_adapter.dump_python(result, mode="json")

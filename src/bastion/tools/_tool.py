@@ -30,8 +30,20 @@ ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]
 class ToolError(Exception):
     """Raise from a tool to tell the model something it can act on ("order not found").
 
-    The step completes as a tool error the model sees; the run goes on. Any other exception is a
-    failure of the tool: retried if retryable, then the run goes to the dead-letter queue.
+    Raising it is the tool's word that its effect did not happen: the step completes as a tool
+    error the model sees and the run goes on. Any other exception is a failure of the tool: an
+    idempotent tool is retried if the error is retryable, then the run goes to the dead-letter
+    queue; a non-idempotent tool's outcome is unknown (it may have acted before failing), so the
+    run waits for a person.
+    """
+
+
+class EffectNotStarted(Exception):
+    """Raise from a tool when it knows its effect never began, e.g. the connection was refused
+    before the request was sent. Bastion may then retry the call (its ``RetryPolicy`` allows how
+    often) even when the tool is not idempotent; after the last attempt the run goes to the
+    dead-letter queue. Raise it only when you are sure: a request that may have reached the other
+    side is an unknown outcome, and the right thing is to let the tool fail with that error.
     """
 
 
