@@ -44,9 +44,10 @@ def refund(order_id: str, amount: float) -> str:
     return f"refunded {amount} on {order_id}"
 
 
-@tool(effect="write")
+@tool(effect="read")
 def explode(x: int) -> str:
-    """Always fails."""
+    """Always fails (a read: its failure dead-letters the run; a write's would be an unknown
+    outcome for a person)."""
     raise RuntimeError(f"boom {x}")
 
 

@@ -24,7 +24,8 @@ def test_db_upgrade_applies_then_reports_up_to_date(runner: CliRunner, config_fi
     result = runner.invoke(app, ["--config", str(config_file), "db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert "applied migration 1: runs, steps, step archive, dead letters" in result.stdout
-    assert "schema version: 1 (latest known: 1)" in result.stdout
+    assert "applied migration 2: effects to confirm on replay" in result.stdout
+    assert "schema version: 2 (latest known: 2)" in result.stdout
     again = runner.invoke(app, ["--config", str(config_file), "db", "upgrade"])
     assert again.exit_code == 0
     assert "no migrations to apply" in again.stdout

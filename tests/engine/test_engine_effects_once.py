@@ -7,6 +7,7 @@ Both backends; the tools count their real calls."""
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 from _engine_kit import Sleeps, make_engine, run_to_stop, scripted
 

@@ -106,13 +106,16 @@ def _detail(step: Step) -> Text:
         case _:
             text = short(step.output if step.output is not None else step.input, 90)
     if failed and step.error is not None:
-        text += f" ✘ {step.error.get('code', 'error')}: {short(step.error.get('message'), 60)}"
+        # An unknown outcome is a question for a person, not a failure.
+        mark = "?" if step.status is StepStatus.OUTCOME_UNKNOWN else "✘"
+        text += f" {mark} {step.error.get('code', 'error')}: {short(step.error.get('message'), 60)}"
     if step.decision is not None:
         d = step.decision
         text += f" ◆ {d.kind} by {d.by}" + (f": {d.reason}" if d.reason else "")
         if d.arguments is not None:
             text += f" args={short(d.arguments, 40)}"
-    return Text(text, style="red" if failed else "")
+    unknown = step.status is StepStatus.OUTCOME_UNKNOWN
+    return Text(text, style="yellow" if unknown else "red" if failed else "")
 
 
 def steps_table(run: Run, steps: list[Step], *, title: str = "steps", live: bool = True) -> Table:
@@ -124,7 +127,9 @@ def steps_table(run: Run, steps: list[Step], *, title: str = "steps", live: bool
     for step in steps:
         status = Text(
             step.status.value,
-            style={"completed": "green", "failed": "red"}.get(step.status.value, "cyan"),
+            style={"completed": "green", "failed": "red", "outcome_unknown": "yellow"}.get(
+                step.status.value, "cyan"
+            ),
         )
         if live and run.waiting_step == step.step_no and run.wait_reason is not None:
             status = Text(f"waiting: {run.wait_reason.value}", style="yellow")

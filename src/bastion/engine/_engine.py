@@ -31,6 +31,7 @@ from bastion.core.errors import (
     MaxTurnsExceeded,
     OutputValidationFailed,
     PolicyDenied,
+    RunCancelled,
     RunTimeout,
     StoreError,
     ToolArgumentsInvalid,
@@ -47,7 +48,7 @@ from bastion.core.records import (
     WaitReason,
 )
 from bastion.engine._agent import Agent
-from bastion.engine._journal import Journal, StepObserver
+from bastion.engine._journal import CANCELLED, SHUTDOWN, Journal, StepObserver, StopSignal
 from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep
 from bastion.engine._plan import run_plan_mode
 from bastion.engine._suspend import Suspend
@@ -68,8 +69,24 @@ def default_worker_id() -> str:
 @dataclass(kw_only=True, frozen=True)
 class EngineOptions:
     lease_seconds: float = 30.0
-    #: How often an executing worker checks for cancellation and renews its lease.
+    #: How often an executing worker checks that it still holds its lease (and renews it
+    #: every third of ``lease_seconds``).
     watch_interval: float = 1.0
+    #: How often the engine looks for cancellations of the runs it executes (one query for
+    #: all of them); a cancel from this process is seen at once.
+    cancel_poll_interval: float = 0.05
+    #: On shutdown, how long an execution may take to reach its next phase boundary (a tool
+    #: that may change the world is let finish) before it is abandoned.
+    shutdown_grace: float = 10.0
+
+
+@dataclass(kw_only=True)
+class _Active:
+    """An execution in progress in this engine."""
+
+    owner: str
+    stop: StopSignal
+    body: asyncio.Future[None]
 
 
 @dataclass(kw_only=True)
@@ -83,6 +100,8 @@ class Engine:
     guards: GuardPipeline | None = None
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    _active: dict[str, _Active] = field(default_factory=dict, init=False, repr=False)
+    _poller: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     # ---- submitting and reading ---------------------------------------------------------
 
@@ -144,6 +163,7 @@ class Engine:
                 )
             return await self.store.get_run(run.id)
         recorded = await self.store.get_steps(run.id)
+        stop = StopSignal()
         journal = Journal(
             self.store,
             run,
@@ -151,6 +171,7 @@ class Engine:
             owner=owner,
             lease_seconds=self.options.lease_seconds,
             observer=self.observer,
+            stop=stop,
         )
         execution = RunExecution(
             agent,
@@ -159,23 +180,35 @@ class Engine:
             LoopDeps(complete=self.complete, sleep=self.sleep, rng=self.rng, guards=self.guards),
         )
         body = asyncio.ensure_future(self._drive(agent, execution))
+        self._active[run.id] = _Active(owner=owner, stop=stop, body=body)
+        self._ensure_poller()
         watcher = asyncio.ensure_future(self._watch(journal, body))
         try:
             await asyncio.shield(body)
         except asyncio.CancelledError:
             if not body.done():
-                # Our own caller is shutting down: stop the run and hand it back.
-                body.cancel()
-                with contextlib.suppress(BaseException):
-                    await body
-                await self._release(journal)
+                # Our own caller is shutting down: stop at the next phase boundary (a call that
+                # may change the world finishes and is journaled), then hand the run back.
+                stop.set(SHUTDOWN)
+                done, _ = await asyncio.wait({body}, timeout=self.options.shutdown_grace)
+                if not done:
+                    log.warning(
+                        "run %s: abandoned at shutdown after %ss",
+                        run.id,
+                        self.options.shutdown_grace,
+                    )
+                    body.cancel()
+                    with contextlib.suppress(BaseException):
+                        await body
+                    await self._release(journal)
                 raise
-            # The watcher stopped the run: it was cancelled or taken by someone else.
+            # The watcher stopped the run: another worker took it over.
         except (ConcurrentUpdate, LeaseLost) as lost:
-            # Writing the run's outcome lost a race (e.g. a cancel landed first): the stored
-            # run is the truth; the journal already holds every step that was acted on.
+            # Writing the run's outcome lost a race: the stored run is the truth; the journal
+            # already holds every step that was acted on.
             log.warning("run %s: final write lost a race: %s", run.id, lost)
         finally:
+            self._active.pop(run.id, None)
             watcher.cancel()
             with contextlib.suppress(BaseException):
                 await watcher
@@ -192,6 +225,7 @@ class Engine:
                 output = await execution.react()
             await journal.flush(
                 status=RunStatus.COMPLETED,
+                ended_at=time.time(),
                 output=output,
                 error=None,
                 wait_reason=None,
@@ -207,12 +241,22 @@ class Engine:
                 error={"code": wait.reason.value, "message": wait.detail},
                 **idle,
             )
+        except RunCancelled as stopped:
+            if stopped.reason == SHUTDOWN:
+                log.info("run %s: handed back at shutdown", run_id)
+                await self._release(journal)
+            else:
+                log.info("run %s: stopped, it was cancelled", run_id)
+                # The run is cancelled already; write what the journal still holds.
+                await journal.flush(**idle)
         except (ConcurrentUpdate, LeaseLost) as lost:
             log.warning("run %s: stopped, another writer took over: %s", run_id, lost)
         except StoreError as exc:
             log.error("run %s: store failed, its lease will expire and it resumes: %s", run_id, exc)
         except _FAILED as exc:
-            await journal.flush(status=RunStatus.FAILED, error=exc.to_dict(), **idle)
+            await journal.flush(
+                status=RunStatus.FAILED, ended_at=time.time(), error=exc.to_dict(), **idle
+            )
         except BastionError as exc:
             await journal.flush(status=RunStatus.DEAD_LETTER, error=exc.to_dict(), **idle)
         except Exception as exc:  # an unexpected bug: keep the run, with the evidence
@@ -226,8 +270,8 @@ class Engine:
             await journal.flush(status=RunStatus.DEAD_LETTER, error=error, **idle)
 
     async def _watch(self, journal: Journal, body: asyncio.Future[None]) -> None:
-        """Stop the run within ``watch_interval`` when it is cancelled elsewhere, and renew the
-        lease well before it expires."""
+        """Renew the lease well before it expires; stop the run at once if another worker took
+        it over (this one's lease ran out: its writes would be refused anyway)."""
         interval = min(self.options.watch_interval, self.options.lease_seconds / 3)
         renew_every = self.options.lease_seconds / 3
         last_renew = time.monotonic()
@@ -235,18 +279,41 @@ class Engine:
             await asyncio.sleep(interval)
             try:
                 current = await self.store.get_run(journal.run_id)
-                taken = current.lease_owner not in (None, journal.owner)
-                if taken or current.status is RunStatus.CANCELLED:
+                if current.lease_owner not in (None, journal.owner):
                     body.cancel()
                     return
-                if time.monotonic() - last_renew >= renew_every:
+                if current.status is RunStatus.CANCELLED:
+                    journal.stop.set(CANCELLED)
+                elif time.monotonic() - last_renew >= renew_every:
                     await journal.renew_lease()
                     last_renew = time.monotonic()
-            except (ConcurrentUpdate, LeaseLost):
+            except LeaseLost:
                 body.cancel()
                 return
+            except ConcurrentUpdate:
+                continue  # a cancel landed; the next look sees it
             except StoreError as exc:
                 log.warning("run %s: lease check failed: %s", journal.run_id, exc)
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.ensure_future(self._poll_cancellations())
+
+    async def _poll_cancellations(self) -> None:
+        """While this engine executes runs, look every ``cancel_poll_interval`` for those
+        cancelled from elsewhere (another process, the CLI) and stop them."""
+        while self._active:
+            await asyncio.sleep(self.options.cancel_poll_interval)
+            ids = list(self._active)
+            try:
+                cancelled = await self.store.cancelled_among(ids)
+            except StoreError as exc:
+                log.warning("cancellation check failed: %s", exc)
+                continue
+            for run_id in cancelled:
+                active = self._active.get(run_id)
+                if active is not None:
+                    active.stop.set(CANCELLED)
 
     async def _release(self, journal: Journal) -> None:
         with contextlib.suppress(StoreError):
@@ -368,6 +435,7 @@ class Engine:
                 "next_step": from_step,
                 "overrides": overrides,
                 "confirm_steps": confirm,
+                "ended_at": None,
                 "lease_owner": None,
                 "lease_expires_at": None,
             },
@@ -377,29 +445,44 @@ class Engine:
         return await self.store.get_run(run_id)
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
-        """Cancel a run that has not finished; an executing worker stops within a second."""
+        """Cancel a run that has not finished. A worker executing it stops at its next phase
+        boundary (within ``cancel_poll_interval``; at once in this process): a model call or a
+        read-only tool in flight is abandoned, a tool that may change the world finishes and
+        its end is journaled. That worker keeps the lease until it has written its journal."""
         for _ in range(10):
             run = await self.store.get_run(run_id)
             if run.status.terminal:  # completed, failed (replay only) or cancelled
                 raise InvalidState(f"run {run_id} is already {run.status.value}")
+            changes: dict[str, Any] = {
+                "status": RunStatus.CANCELLED,
+                "error": {"code": "cancelled", "message": reason},
+                "wait_reason": None,
+                "waiting_step": None,
+                "ended_at": time.time(),
+            }
+            if not _executing(run):
+                changes.update(lease_owner=None, lease_expires_at=None)
             try:
-                await self.store.commit(
-                    run_id,
-                    expected_version=run.version,
-                    changes={
-                        "status": RunStatus.CANCELLED,
-                        "error": {"code": "cancelled", "message": reason},
-                        "wait_reason": None,
-                        "waiting_step": None,
-                        "lease_owner": None,
-                        "lease_expires_at": None,
-                    },
-                )
+                await self.store.commit(run_id, expected_version=run.version, changes=changes)
             except ConcurrentUpdate:
                 continue
+            active = self._active.get(run_id)
+            if active is not None:
+                active.stop.set(CANCELLED)
             await self.store.resolve_dead_letters(run_id, "cancelled")
             return await self.store.get_run(run_id)
         raise ConcurrentUpdate(f"run {run_id} kept changing; try cancelling again")
+
+
+def _executing(run: Run) -> bool:
+    """A worker holds the run under a lease that has not run out."""
+    expires = run.lease_expires_at
+    return (
+        run.status is RunStatus.RUNNING
+        and run.lease_owner is not None
+        and expires is not None
+        and expires.timestamp() > time.time()
+    )
 
 
 def _effects_from(run: Run, recorded: list[Step], from_step: int) -> dict[str, str]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bastion.core.errors import NondeterminismError
+from bastion.core.errors import ConcurrentUpdate, NondeterminismError, RunCancelled
 from bastion.core.messages import Usage
-from bastion.core.records import Decision, Run, Step, StepKind, StepStatus
+from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus
 from bastion.store import Store
 
 #: Called at journal points; the crash-recovery tests kill the process from here.
@@ -55,6 +55,41 @@ class Interrupted:
 
 Slot = Fresh | Done | Interrupted
 
+#: Why an execution stops early: an operator cancelled the run, or this worker shuts down (the
+#: run goes back to the queue).
+CANCELLED = "cancelled"
+SHUTDOWN = "shutdown"
+
+#: Run changes a cancelled run no longer takes: it stays cancelled, only its journal and lease
+#: are still written by the worker that was executing it.
+_STATUS_FIELDS = ("status", "output", "error", "wait_reason", "waiting_step")
+
+
+class StopSignal:
+    """Set when the execution must stop at its next phase boundary (``reason``: ``CANCELLED``
+    or ``SHUTDOWN``). A step that has started acting is never abandoned half-recorded: its
+    end is journaled, then the run stops."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def check(self) -> None:
+        """Raise ``RunCancelled`` if the execution must stop."""
+        if self._event.is_set():
+            raise RunCancelled(self.reason)
+
 
 class Journal:
     def __init__(
@@ -66,8 +101,10 @@ class Journal:
         owner: str | None,
         lease_seconds: float,
         observer: StepObserver | None = None,
+        stop: StopSignal | None = None,
     ) -> None:
         self._store = store
+        self.stop = stop or StopSignal()
         self.run = run
         self.run_id = run.id
         self._recorded = {s.step_no: s for s in recorded}
@@ -107,8 +144,10 @@ class Journal:
         """Claim the next step number. Replays a recorded step, or journals a fresh start.
 
         ``durable=False`` lets a start ride with the next write; use it only for steps whose
-        action has no effect outside the run (validation notes).
+        action has no effect outside the run (validation notes). Every step begins here, so
+        this is where a stopped execution stops (``RunCancelled``).
         """
+        self.stop.check()
         no = self.next_no
         self.next_no += 1
         rec = self._recorded.get(no)
@@ -224,17 +263,32 @@ class Journal:
             values["lease_expires_at"] = time.time() + self._lease_seconds
         values.update(changes)
         batch = list(self._pending)
-        self.version = await self._store.commit(
+        try:
+            self.version = await self._write(values, batch)
+        except ConcurrentUpdate:
+            # Someone else moved the run on. If an operator cancelled it while this worker
+            # still holds it, the journal is still ours to finish: write the steps (a call that
+            # acted is recorded, never lost) without touching the run's cancelled status.
+            current = await self._store.get_run(self.run_id)
+            if current.status is not RunStatus.CANCELLED or current.lease_owner != self.owner:
+                raise
+            self.stop.set(CANCELLED)
+            self.version = current.version
+            values = {k: v for k, v in values.items() if k not in _STATUS_FIELDS}
+            self.version = await self._write(values, batch)
+        # Steps recorded while this commit was in flight (the body runs while the watcher
+        # renews the lease) are not in it: keep them for the next write.
+        self._pending = [s for s in self._pending if all(s is not b for b in batch)]
+
+    async def _write(self, values: dict[str, Any], batch: list[Step]) -> int:
+        return await self._store.commit(
             self.run_id,
             expected_version=self.version,
             owner=self.owner,
             changes=values,
             steps_to_write=batch,
-            dead_letter_error=changes.get("error") if _is_dead_letter(changes) else None,
+            dead_letter_error=values.get("error") if _is_dead_letter(values) else None,
         )
-        # Steps recorded while this commit was in flight (the body runs while the watcher
-        # renews the lease) are not in it: keep them for the next write.
-        self._pending = [s for s in self._pending if all(s is not b for b in batch)]
 
     async def renew_lease(self) -> None:
         async with self._lock:

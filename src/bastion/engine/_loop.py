@@ -6,8 +6,11 @@ Owns: turning an agent, a run and its journal into steps: ``check_live`` (limits
 confidence) and the final record. ``react`` mode lives here; ``plan`` mode in ``_plan``.
 Does not own claiming runs or writing terminal statuses (``_engine``).
 
-Control leaves this module in exactly three ways: a return value (the run's output), a
-``Suspend`` (a human must decide), or an exception (the run failed).
+Control leaves this module in exactly four ways: a return value (the run's output), a
+``Suspend`` (a human must decide), ``RunCancelled`` (the run was cancelled or the worker shuts
+down: seen at the next phase boundary, or at once while waiting on a model, a read-only tool or a
+retry delay; a tool that may change the world is let finish and its end journaled first), or an
+exception (the run failed).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +35,7 @@ from bastion.core.errors import (
     PolicyDenied,
     PreconditionFailed,
     ProviderError,
+    RunCancelled,
     RunError,
     RunTimeout,
     ToolArgumentsInvalid,
@@ -57,6 +61,9 @@ from bastion.tools._invoke import check_preconditions, validate_arguments
 
 Complete = Callable[[str, ModelRequest], Awaitable[ModelResponse]]
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+#: Effects a call may be abandoned in the middle of when the run stops: it changes nothing.
+_ABANDONABLE = frozenset({"none", "read"})
 
 
 @dataclass(kw_only=True)
@@ -139,9 +146,31 @@ class RunExecution:
                 outcome = await self.handle_call(call)
                 self.add_message(Message.tool(call.id, call.name, outcome.text))
 
+    async def interruptible(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless the run is stopped first; then abandon it and raise
+        ``RunCancelled``. Only for work that changes nothing outside the run."""
+        stop = self.journal.stop
+        stop.check()
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if task.done():
+            return task.result()
+        # Abandoned, not awaited: whatever it ends with is of no use to a stopped run.
+        task.add_done_callback(_consume)
+        task.cancel()
+        raise RunCancelled(stop.reason)
+
     # ---- check_live -----------------------------------------------------------------------
 
     def check_live(self) -> None:
+        self.journal.stop.check()
         limits = self.agent.limits
         run_id = self.run.id
         if self.turns >= limits.max_turns:
@@ -205,7 +234,7 @@ class RunExecution:
             metadata={"run_id": self.run.id, "step_no": str(step.step_no)},
         )
         try:
-            response = await self.deps.complete(self.agent.model, request)
+            response = await self.interruptible(self.deps.complete(self.agent.model, request))
         except ProviderError as exc:
             exc.details.update(run_id=self.run.id, step_no=step.step_no)
             await self.journal.finish(step, error=exc.to_dict(), durable=True)
@@ -430,8 +459,14 @@ class RunExecution:
             ctx = ToolContext(
                 run_id=self.run.id, step_no=step.step_no, tenant=self.run.tenant, attempt=attempts
             )
+            call = invoke_tool(tool, args, ctx)
             try:
-                output = await invoke_tool(tool, args, ctx)
+                if tool.effect in _ABANDONABLE:
+                    output = await self.interruptible(call)
+                else:
+                    # It may change the world: let it finish (or time out) and journal its end
+                    # even if the run is cancelled meanwhile.
+                    output = await call
             except ToolError as exc:
                 error = {"code": "tool_error", "message": str(exc)}
                 await self.journal.finish(step, error=error, attempts=attempts, durable=durable)
@@ -447,7 +482,8 @@ class RunExecution:
                     ) from exc
                 if exc.retryable and attempts < tool.retry.max_attempts:
                     step = await self.journal.note_attempt(step, attempts, exc.to_dict())
-                    await self.deps.sleep(tool.retry.delay(attempts, self.deps.rng))
+                    delay = tool.retry.delay(attempts, self.deps.rng)
+                    await self.interruptible(self.deps.sleep(delay))
                     continue
                 await self.journal.finish(
                     step, error=exc.to_dict(), attempts=attempts, durable=True
@@ -542,6 +578,12 @@ class RunExecution:
             return False
         confidence = output.get("confidence")
         return isinstance(confidence, int | float) and confidence < threshold
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's end so that it is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _strip_fences(text: str) -> str:

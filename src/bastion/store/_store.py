@@ -198,6 +198,16 @@ class Store:
             raise RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
         return codec.row_to_run(row)
 
+    async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]:
+        """Which of ``run_ids`` are cancelled (one query, for a worker's cancellation poll)."""
+        if not run_ids:
+            return []
+        query = select(runs.c.id).where(
+            and_(runs.c.id.in_(list(run_ids)), runs.c.status == RunStatus.CANCELLED.value)
+        )
+        async with self._read() as conn:
+            return list((await conn.execute(query)).scalars())
+
     async def list_runs(
         self,
         *,
