@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion._sandboxing import build_run_python, build_sandbox
@@ -164,7 +165,10 @@ class Bastion:
             complete=self._router.complete,
             agents=self.agents,
             options=EngineOptions(
-                lease_seconds=worker.lease_seconds, watch_interval=worker.watch_interval
+                lease_seconds=worker.lease_seconds,
+                watch_interval=worker.watch_interval,
+                cancel_poll_interval=worker.cancel_poll_interval,
+                shutdown_grace=worker.shutdown_grace,
             ),
             observer=self._observer,
             guards=self.guards,
@@ -268,12 +272,22 @@ class Bastion:
     async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
         return await self.engine.cancel(run_id, reason=reason)
 
-    def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> Worker:
+    def worker(
+        self,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+        health_file: str | None = None,
+    ) -> Worker:
+        settings = self.settings.worker
+        health = health_file or settings.health_file
         return Worker(
             self.engine,
             worker_id=worker_id,
-            concurrency=concurrency or self.settings.worker.concurrency,
-            poll_interval=self.settings.worker.poll_interval,
+            concurrency=concurrency or settings.concurrency,
+            poll_interval=settings.poll_interval,
+            health_file=Path(health) if health else None,
+            reclaim_local=settings.reclaim_local,
         )
 
     # ---- the sync face ------------------------------------------------------------------

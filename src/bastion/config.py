@@ -33,6 +33,16 @@ class WorkerSettings(BaseModel):
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval: float = Field(default=0.25, gt=0)
     watch_interval: float = Field(default=1.0, gt=0)
+    #: How often the worker looks for cancellations of the runs it executes.
+    cancel_poll_interval: float = Field(default=0.05, gt=0, le=5)
+    #: On SIGTERM, how long runs in flight may take to reach a safe point before being
+    #: abandoned (a tool that may change the world is let finish within this).
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    #: At start, reclaim at once the runs of workers of this host that died (see
+    #: ``bastion.engine._identity``); turn off if hosts share a hostname but not a PID space.
+    reclaim_local: bool = True
+    #: Where the worker writes its health report (JSON), read by `bastion worker --health`.
+    health_file: str | None = None
 
 
 class SandboxSettings(BaseModel):

@@ -35,24 +35,72 @@ def worker(
         typer.Option(min=1, max=256, help="Runs executed at once (default: worker.concurrency)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+    health_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--health-file",
+            help="Write the worker's health report (JSON) here (default: worker.health_file).",
+        ),
+    ] = None,
+    health: Annotated[
+        bool,
+        typer.Option(
+            "--health",
+            help="Do not serve: read the health file of a running worker and exit 0 if all "
+            "its loops are alive and the report is fresh, else 1 (a liveness probe).",
+        ),
+    ] = False,
 ) -> None:
     """Claim and execute runs until SIGINT or SIGTERM; runs in flight are released cleanly."""
+    if health:
+        with reported():
+            settings = settings_for(ctx)
+        _check_health(health_file or _configured(settings.worker.health_file))
+        return
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with reported():
         bastion = Bastion.from_config(config_path(ctx), env=os.environ)
-        asyncio.run(serve_until_signal(bastion, concurrency))
+        asyncio.run(serve_until_signal(bastion, concurrency, health_file))
 
 
-async def serve_until_signal(bastion: Bastion, concurrency: int | None) -> None:
+def _configured(path: str | None) -> Path:
+    if path is None:
+        console.print("no health file: pass --health-file or set worker.health_file", style="red")
+        raise typer.Exit(2)
+    return Path(path)
+
+
+def _check_health(path: Path) -> None:
+    from bastion.engine._worker import read_health
+
+    ok, problems, report = read_health(path, max_age=30.0)
+    loops = report.get("loops") or {}
+    if ok:
+        console.print(
+            f"worker {report.get('worker_id')} is healthy: {len(loops)} loop(s) alive, "
+            f"{report.get('executed', 0)} execution(s), {report.get('dead_lettered', 0)} "
+            "run(s) moved to dead letters"
+        )
+        return
+    for problem in problems:
+        console.print(f"unhealthy: {problem}", style="red")
+    raise typer.Exit(1)
+
+
+async def serve_until_signal(
+    bastion: Bastion, concurrency: int | None, health_file: Path | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM; the worker then releases the runs it was executing."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with bastion:
-        w = bastion.worker(concurrency=concurrency)
+        w = bastion.worker(
+            concurrency=concurrency, health_file=str(health_file) if health_file else None
+        )
         if not bastion.agents:
             console.print("no agents are configured: runs cannot execute", style="yellow")
         console.print(

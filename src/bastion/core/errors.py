@@ -18,7 +18,8 @@ Tree (grouped by who must act)::
     │   ├── StoreUnavailable          store_unavailable
     │   ├── ConcurrentUpdate          concurrent_update (optimistic lock lost; reload and retry)
     │   ├── LeaseLost                 lease_lost        (another worker owns the run now)
-    │   └── SchemaVersionError        schema_version    (database newer than this code)
+    │   ├── SchemaVersionError        schema_version    (database newer than this code)
+    │   └── CorruptRecord             corrupt_record    (a stored run cannot be read back)
     ├── RunError                      run_error         the run failed; carries run_id, step_no
     │   ├── ToolFailed                tool_failed
     │   ├── ToolTimeout               tool_timeout
@@ -166,6 +167,21 @@ class LeaseLost(StoreError):
     code = "lease_lost"
     http_status = 409
     default_hint = "Another worker now owns this run; this worker stops touching it."
+
+
+class CorruptRecord(StoreError):
+    """A stored run row could not be decoded (edited by hand, or written by a broken build).
+    Carries ``run_id`` so the worker can move that run aside and go on with the others."""
+
+    code = "corrupt_record"
+    default_hint = (
+        "The run was moved to dead letters with this error; repair or delete its row, then "
+        "replay it."
+    )
+
+    def __init__(self, message: str, *, run_id: str | None = None, **details: Any) -> None:
+        super().__init__(message, run_id=run_id, **details)
+        self.run_id = run_id
 
 
 class SchemaVersionError(StoreError):

@@ -2,7 +2,8 @@
 human decisions, workers and leases."""
 
 from bastion.engine._agent import Agent, Limits, OutputRule
-from bastion.engine._engine import Engine, EngineOptions, default_worker_id
+from bastion.engine._engine import Engine, EngineOptions
+from bastion.engine._identity import default_worker_id
 from bastion.engine._journal import StepObserver
 from bastion.engine._plan import Plan, PlannedCall
 from bastion.engine._worker import Worker

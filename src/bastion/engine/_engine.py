@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 import time
 import traceback
 from collections.abc import Mapping
@@ -60,10 +58,6 @@ log = logging.getLogger("bastion.engine")
 
 #: Outcomes that are the agent's own failure: final, replayable only by an operator's choice.
 _FAILED = (MaxTurnsExceeded, RunTimeout, BudgetExceeded, PolicyDenied, OutputValidationFailed)
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -294,6 +288,8 @@ class Engine:
                 continue  # a cancel landed; the next look sees it
             except StoreError as exc:
                 log.warning("run %s: lease check failed: %s", journal.run_id, exc)
+            except Exception:  # never let the lease go unrenewed because of one bad look
+                log.exception("run %s: lease watcher error; it goes on", journal.run_id)
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -309,6 +305,9 @@ class Engine:
                 cancelled = await self.store.cancelled_among(ids)
             except StoreError as exc:
                 log.warning("cancellation check failed: %s", exc)
+                continue
+            except Exception:  # the poll must outlive one bad answer
+                log.exception("cancellation check failed; it goes on")
                 continue
             for run_id in cancelled:
                 active = self._active.get(run_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bastion.core.errors import CorruptRecord
 from bastion.core.messages import Usage
 from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus, WaitReason
 
@@ -100,7 +101,22 @@ def run_to_row(run: Run) -> dict[str, Any]:
 
 
 def row_to_run(row: Any) -> Run:
+    """The ``Run`` in a row; ``CorruptRecord`` (naming the run) if it cannot be decoded."""
     m = getattr(row, "_mapping", row)  # SQLAlchemy row, sqlite3.Row or asyncpg Record
+    try:
+        return _decode_run(m)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        try:
+            run_id = str(m["id"])
+        except (KeyError, IndexError, TypeError):
+            run_id = None
+        raise CorruptRecord(
+            f"run {run_id!r} cannot be read back from the store: {type(exc).__name__}: {exc}",
+            run_id=run_id,
+        ) from exc
+
+
+def _decode_run(m: Any) -> Run:
     return Run.model_construct(
         id=m["id"],
         tenant=m["tenant"],

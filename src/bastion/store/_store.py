@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bastion.core.errors import (
     ConcurrentUpdate,
     ConfigError,
+    CorruptRecord,
     RunNotFound,
     StoreError,
     StoreUnavailable,
@@ -197,6 +198,43 @@ class Store:
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
         return codec.row_to_run(row)
+
+    async def leased_by_prefix(self, prefix: str) -> list[Run]:
+        """Running runs whose lease owner starts with ``prefix`` (a host's workers)."""
+        query = select(runs).where(
+            and_(
+                runs.c.status == RunStatus.RUNNING.value,
+                runs.c.lease_owner.startswith(prefix, autoescape=True),
+            )
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        out: list[Run] = []
+        for row in rows:
+            try:
+                out.append(codec.row_to_run(row))
+            except CorruptRecord:
+                continue  # the claim loop moves it aside when it claims it
+        return out
+
+    async def quarantine_run(self, run_id: str, error: Mapping[str, Any]) -> None:
+        """Move a run to dead letters with ``error`` without reading its row back (it may be
+        the row that cannot be read): status, error, no lease, a new version; a dead letter."""
+        values = {
+            "status": RunStatus.DEAD_LETTER.value,
+            "error": codec.dumps(dict(error)),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "version": runs.c.version + 1,
+            "updated_at": time.time(),
+        }
+
+        async def op() -> None:
+            async with self._write() as conn:
+                await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+                await self._open_dead_letter(conn, run_id, {}, error)
+
+        await self._retry_locked(op)
 
     async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]:
         """Which of ``run_ids`` are cancelled (one query, for a worker's cancellation poll)."""
