@@ -114,13 +114,19 @@ class Bastion:
                 self.tools.register(value)
 
     def _build_agents(self, python_agents: Sequence[Agent]) -> dict[str, Agent]:
+        """The current definition of each agent; an earlier one of the same name (listed
+        first) stays deployed in ``agent_versions`` for the runs started on it."""
         agents: dict[str, Agent] = {}
+        self.agent_versions: dict[str, Agent] = {}
         for name, declared in self.settings.agents.items():
             agents[name] = self._agent_from_settings(name, declared)
         for agent in python_agents:
             for t in agent.tools:
                 if t.name not in self.tools:
                     self.tools.register(t)
+            earlier = agents.get(agent.name)
+            if earlier is not None:
+                self.agent_versions[earlier.spec_digest()] = earlier
             agents[agent.name] = agent
         return agents
 
@@ -172,11 +178,14 @@ class Bastion:
             ),
             observer=self._observer,
             guards=self.guards,
+            versions=self.agent_versions,
         )
         self._started_loop = asyncio.get_running_loop()
         return self
 
     async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.aclose()
         if self.sandbox is not None:
             await self.sandbox.aclose()
         if self._router is not None:
@@ -271,6 +280,10 @@ class Bastion:
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
         return await self.engine.cancel(run_id, reason=reason)
+
+    async def migrate(self, run_id: str, *, by: str = "operator", reason: str = "") -> Run:
+        """Move a run to its agent's current definition (see ``Engine.migrate``)."""
+        return await self.engine.migrate(run_id, by=by, reason=reason)
 
     def worker(
         self,

@@ -1,5 +1,5 @@
 """Tool retries with backoff, dead letters, replay (as recorded and with edited inputs),
-nondeterminism on a changed definition, and the turn and token limits. Both backends."""
+and the turn and token limits. Both backends."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from _engine_kit import Sleeps, function_model, make_engine, run_to_stop, script
 
 from bastion.core.errors import InvalidState, ProviderUnavailable, UserError
 from bastion.core.messages import ModelRequest, ModelResponse
-from bastion.core.records import Decision, RunStatus, StepKind, StepStatus, WaitReason
+from bastion.core.records import Decision, RunStatus, StepKind, StepStatus
 from bastion.core.retry import RetryPolicy
 from bastion.engine import Agent, Limits, Worker
 from bastion.store import Store
@@ -201,40 +201,6 @@ async def test_replay_from_a_step_with_edited_arguments(store: Store) -> None:
     assert [(s.step_no, s.status) for s in archived] == [(3, StepStatus.FAILED)]
     assert archived[0].input == {"arguments": {"order_id": "A1", "amount": 500.0}}
     model.assert_complete()
-
-
-async def test_a_changed_definition_under_an_in_flight_run_is_a_nondeterminism_error(
-    store: Store,
-) -> None:
-    effects: list[str] = []
-
-    @tool(effect="write", requires_approval=True)
-    def refund(order_id: str) -> str:
-        effects.append(order_id)
-        return "ok"
-
-    v1 = Agent(name="ops", instructions="Refund what is asked.", tools=[refund])
-    model = scripted(reply(None, call("refund", {"order_id": "A1"})))
-    engine = make_engine(store, [v1], model)
-    run = await engine.submit("ops", "refund A1")
-    waiting = await run_to_stop(engine, run.id)
-    assert waiting.wait_reason is WaitReason.APPROVAL_REQUIRED
-
-    # A deploy changes the agent's instructions while the run waits for its approval.
-    v2 = Agent(name="ops", instructions="Refund only paid orders.", tools=[refund])
-    engine_v2 = make_engine(store, [v2], scripted())
-    await engine_v2.decide(run.id, Decision(kind="approve"))
-    dead = await run_to_stop(engine_v2, run.id)
-
-    assert dead.status is RunStatus.DEAD_LETTER
-    assert dead.error is not None
-    assert dead.error["code"] == "nondeterminism"
-    assert dead.error["details"]["step_no"] == 0
-    assert dead.error["details"]["recorded"]["kind"] == "model"
-    assert dead.error["details"]["recorded"]["hash"] != dead.error["details"]["current"]["hash"]
-    assert effects == []
-    (letter,) = await store.list_dead_letters()
-    assert letter.error["code"] == "nondeterminism"
 
 
 async def test_max_turns_fails_the_run(store: Store) -> None:

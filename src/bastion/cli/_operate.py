@@ -87,12 +87,31 @@ def runs_show(
         console.print(steps_table(run, old, title="archived steps (before a replay)", live=False))
 
 
+@runs_app.command("migrate")
+def runs_migrate(
+    ctx: typer.Context,
+    run_id: RunId,
+    by: Annotated[str, typer.Option(help="Who moves it (kept in the journal).")] = "operator",
+    reason: Annotated[str, typer.Option(help="Why; kept in the journal.")] = "",
+) -> None:
+    """Move a run to its agent's current definition (a journaled note step). A run keeps the
+    definition it started with until then; one stopped by `spec_changed` goes back to the
+    queue."""
+    with session(ctx) as bastion:
+        run = bastion.call_sync(bastion.migrate(run_id, by=by, reason=reason))
+    console.print(
+        f"run {run.id} now uses {run.agent} version {run.spec.get('version', '?')} from step "
+        f"{run.next_step} on; it is {run.status.value}"
+    )
+
+
 def cancel(
     ctx: typer.Context,
     run_id: RunId,
     reason: Annotated[str, typer.Option(help="Why; kept with the run.")] = "cancelled by operator",
 ) -> None:
-    """Cancel a run that has not finished; a worker executing it stops within a second."""
+    """Cancel a run that has not finished; a worker executing it stops at its next step (a
+    tool that may change the world finishes first and is recorded)."""
     with session(ctx) as bastion:
         run = bastion.call_sync(bastion.cancel(run_id, reason=reason))
     console.print(f"run {run.id} is {run.status.value}")

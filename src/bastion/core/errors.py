@@ -33,7 +33,8 @@ Tree (grouped by who must act)::
     │   ├── PolicyDenied              policy_denied
     │   ├── OutputValidationFailed    output_validation_failed
     │   ├── OutcomeUnknown            outcome_unknown
-    │   └── NondeterminismError       nondeterminism
+    │   ├── NondeterminismError       nondeterminism
+    │   └── SpecChanged               spec_changed      (the agent's code changed under the run)
     ├── ProviderError                 provider_error    the provider (``retryable``: retry may help)
     │   ├── ProviderRateLimited       provider_rate_limited (carries retry_after)
     │   ├── ProviderUnavailable       provider_unavailable  (5xx, connection, timeout)
@@ -282,6 +283,14 @@ class NondeterminismError(RunError):
     default_hint = (
         "The agent's code or definition changed while this run was in flight. Restore the old "
         "definition, or replay the run from the first diverging step."
+    )
+
+
+class SpecChanged(RunError):
+    code = "spec_changed"
+    default_hint = (
+        "The run keeps the definition it started with. Deploy the agent version it was started "
+        "against, or move the run to the current definition with `bastion runs migrate RUN_ID`."
     )
 
 

@@ -51,6 +51,10 @@ class Limits:
 @dataclass(kw_only=True, frozen=True)
 class Agent:
     name: str
+    #: A label for this definition, recorded with each run started on it. Keep an older
+    #: version deployed (``Bastion(agents=[v1, v2])``, the last one current) and the runs
+    #: started on it finish on it.
+    version: str = "1"
     instructions: str = ""
     #: A route name or "provider:model"; "default" is the route to `default_model` in settings.
     model: str = "default"
@@ -90,6 +94,7 @@ class Agent:
         """The snapshot recorded with each run: what the run was started against."""
         return {
             "name": self.name,
+            "version": self.version,
             "instructions": self.instructions,
             "model": self.model,
             "mode": self.mode,

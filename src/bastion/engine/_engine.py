@@ -49,6 +49,7 @@ from bastion.engine._agent import Agent
 from bastion.engine._journal import CANCELLED, SHUTDOWN, Journal, StepObserver, StopSignal
 from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep
 from bastion.engine._plan import run_plan_mode
+from bastion.engine._spec import MIGRATION
 from bastion.engine._suspend import Suspend
 from bastion.governance.guards import GuardPipeline
 from bastion.store import Store
@@ -94,6 +95,9 @@ class Engine:
     guards: GuardPipeline | None = None
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    #: Earlier versions of agents still deployed, by ``spec_digest``: a run started against
+    #: one of them executes on it (a version pin) instead of on the current definition.
+    versions: Mapping[str, Agent] = field(default_factory=dict)
     _active: dict[str, _Active] = field(default_factory=dict, init=False, repr=False)
     _poller: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
@@ -136,7 +140,7 @@ class Engine:
     async def execute(self, run: Run, *, owner: str) -> Run:
         """Carry a run claimed by ``owner`` to its next stop and return the run as stored."""
         try:
-            agent = self.agent(run.agent)
+            agent = self.versions.get(run.spec_digest) or self.agent(run.agent)
         except AgentNotFound as exc:
             # The agent left this deployment: park the run where an operator sees it (and can
             # replay it once the agent is back) rather than failing the worker's claim loop.
@@ -291,6 +295,14 @@ class Engine:
             except Exception:  # never let the lease go unrenewed because of one bad look
                 log.exception("run %s: lease watcher error; it goes on", journal.run_id)
 
+    async def aclose(self) -> None:
+        """Stop the engine's background work (the cancellation poll); the store stays open."""
+        poller, self._poller = self._poller, None
+        if poller is not None and not poller.done():
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.ensure_future(self._poll_cancellations())
@@ -443,6 +455,75 @@ class Engine:
         await self.store.resolve_dead_letters(run_id, "replayed")
         return await self.store.get_run(run_id)
 
+    async def migrate(
+        self,
+        run_id: str,
+        *,
+        by: str = "operator",
+        reason: str = "",
+        repeat_effects: bool = False,
+    ) -> Run:
+        """Move a run to its agent's current definition: a deliberate, journaled upgrade.
+
+        Writes a ``note`` step (``spec_migrated``) naming the new spec (and keeping the old
+        one) at the run's first unfinished step; steps before it replay as recorded, steps from
+        it on use the new instructions, tools and limits. Unfinished steps are archived and
+        asked again (as a replay would), so calls that may have acted need ``repeat_effects``
+        and then wait for a person. The run goes back to the queue."""
+        run = await self.store.get_run(run_id)
+        agent = self.agent(run.agent)
+        new_spec, new_digest = agent.spec(), agent.spec_digest()
+        if new_digest == run.spec_digest:
+            raise InvalidState(f"run {run_id} already uses the current definition of {agent.name}")
+        steps = await self.store.get_steps(run_id)
+        at = _migratable(run, steps)
+        effects = _effects_from(run, steps, at)
+        if effects and not repeat_effects:
+            raise UserError(
+                f"moving run {run_id} redoes step {at} on, which could repeat calls that may "
+                f"already have acted: {', '.join(f'{k} ({v})' for k, v in effects.items())}",
+                hint="Check the outside systems, then pass repeat_effects=True "
+                "(CLI: --repeat-effects): each such call waits for a person first.",
+            )
+        now = datetime.now(UTC)
+        note = Step(
+            run_id=run_id,
+            step_no=at,
+            kind=StepKind.NOTE,
+            name=MIGRATION,
+            status=StepStatus.COMPLETED,
+            input={"spec": new_spec, "digest": new_digest, "by": by, "reason": reason},
+            input_hash=new_digest,
+            output={"previous": run.spec, "previous_digest": run.spec_digest},
+            started_at=now,
+            finished_at=now,
+        )
+        confirm = {k: v for k, v in run.confirm_steps.items() if int(k) < at}
+        # Steps after the note keep their numbers shifted by one: the code's next step is at+1.
+        confirm.update({str(int(k) + 1): v for k, v in effects.items()})
+        await self.store.commit(
+            run_id,
+            expected_version=run.version,
+            changes={
+                "spec": new_spec,
+                "spec_digest": new_digest,
+                "next_step": at + 1,
+                "status": RunStatus.PENDING,
+                "error": None,
+                "output": None,
+                "wait_reason": None,
+                "waiting_step": None,
+                "ended_at": None,
+                "confirm_steps": confirm,
+                "overrides": {k: v for k, v in run.overrides.items() if int(k) < at},
+            },
+            steps_to_write=[note],
+            archive_from=at if at < len(steps) else None,
+        )
+        await self.store.resolve_dead_letters(run_id, "migrated")
+        log.info("run %s moved to %s's current definition by %s", run_id, agent.name, by)
+        return await self.store.get_run(run_id)
+
     async def cancel(self, run_id: str, *, reason: str = "cancelled by operator") -> Run:
         """Cancel a run that has not finished. A worker executing it stops at its next phase
         boundary (within ``cancel_poll_interval``; at once in this process): a model call or a
@@ -471,6 +552,27 @@ class Engine:
             await self.store.resolve_dead_letters(run_id, "cancelled")
             return await self.store.get_run(run_id)
         raise ConcurrentUpdate(f"run {run_id} kept changing; try cancelling again")
+
+
+def _migratable(run: Run, steps: list[Step]) -> int:
+    """Check that ``run`` may move to another spec now; returns the step where it moves: the
+    first step that did not complete. That step and any after it are asked again under the new
+    spec (a model call, an approval or review given for the old definition, a failed call), so
+    they are archived. An open tool step is an effect whose outcome a person must settle first."""
+    if run.status not in (RunStatus.PENDING, RunStatus.DEAD_LETTER, RunStatus.FAILED):
+        raise InvalidState(
+            f"run {run.id} is {run.status.value}; only pending, dead-lettered or failed runs "
+            "move to another definition",
+            hint="Cancel or decide a waiting run first; for a running one, wait for its stop.",
+        )
+    for step in steps:
+        if step.status.open and step.kind is StepKind.TOOL:
+            raise InvalidState(
+                f"run {run.id} has a tool call at step {step.step_no} ({step.name!r}) whose "
+                "outcome is not settled; resolve it before moving the run",
+            )
+    unfinished = [s.step_no for s in steps if s.status is not StepStatus.COMPLETED]
+    return unfinished[0] if unfinished else len(steps)
 
 
 def _executing(run: Run) -> bool:

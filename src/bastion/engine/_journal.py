@@ -108,6 +108,12 @@ class Journal:
         self.run = run
         self.run_id = run.id
         self._recorded = {s.step_no: s for s in recorded}
+        # Steps before a run's last spec migration were recorded by an earlier definition of
+        # the agent: they replay as recorded (kind and name checked; their inputs were
+        # computed by code that may no longer be deployed, so their hashes are not).
+        self.trusted_below = max(
+            (s.step_no for s in recorded if s.kind is StepKind.NOTE), default=0
+        )
         self.owner = owner
         self._lease_seconds = lease_seconds
         self._observer = observer
@@ -124,6 +130,7 @@ class Journal:
             cost_usd=round(run.usage.cost_usd - ahead.cost_usd, 8),
         )
         self.next_no = 0
+        self._note_handler: Callable[[Step], None] | None = None
         self._pending: list[Step] = []
         self._lock = asyncio.Lock()
 
@@ -133,10 +140,28 @@ class Journal:
     def recorded_steps(self) -> list[Step]:
         return [self._recorded[k] for k in sorted(self._recorded)]
 
+    def upcoming(self) -> Step | None:
+        """The recorded step the code's next ``begin`` will meet (None: a fresh step)."""
+        self._pass_notes()
+        return self._recorded.get(self.next_no)
+
     def recorded(self, step_no: int) -> Step | None:
         return self._recorded.get(step_no)
 
     # ---- steps ----------------------------------------------------------------------------
+
+    def on_note(self, handler: Callable[[Step], None]) -> None:
+        """Call ``handler`` with each recorded ``note`` step as the journal reaches it, in
+        order. Notes are written by operators between steps (a spec migration); the code never
+        asks for them, so they take a number without being a step of the code."""
+        self._note_handler = handler
+        self._pass_notes()
+
+    def _pass_notes(self) -> None:
+        while (rec := self._recorded.get(self.next_no)) is not None and rec.kind is StepKind.NOTE:
+            if self._note_handler is not None:
+                self._note_handler(rec)
+            self.next_no += 1
 
     async def begin(
         self, kind: StepKind, name: str, input: Any, input_hash: str, *, durable: bool = True
@@ -148,11 +173,13 @@ class Journal:
         this is where a stopped execution stops (``RunCancelled``).
         """
         self.stop.check()
+        self._pass_notes()
         no = self.next_no
         self.next_no += 1
         rec = self._recorded.get(no)
         if rec is not None:
-            if rec.kind != kind or rec.name != name or rec.input_hash != input_hash:
+            changed = no >= self.trusted_below and rec.input_hash != input_hash
+            if rec.kind != kind or rec.name != name or changed:
                 raise NondeterminismError(
                     f"step {no} of run {self.run_id} was recorded as {rec.kind.value} "
                     f"{rec.name!r} (input {rec.input_hash[:12]}), but the code now asks for "

@@ -54,6 +54,7 @@ from bastion.core.records import Decision, Run, Step, StepKind, StepStatus, Wait
 from bastion.engine._agent import Agent
 from bastion.engine._guarding import Guarding
 from bastion.engine._journal import Done, Fresh, Interrupted, Journal
+from bastion.engine._spec import Effective, effective, initial_spec, is_migration, spec_changed
 from bastion.engine._suspend import Suspend
 from bastion.governance.guards import GuardPipeline
 from bastion.tools import Tool, ToolContext, ToolError, invoke_tool
@@ -87,7 +88,9 @@ class CallOutcome:
 
 class RunExecution:
     def __init__(self, agent: Agent, run: Run, journal: Journal, deps: LoopDeps) -> None:
-        self.agent = agent
+        """``agent``: the live definition (its code); what the run uses is its recorded spec
+        served by that code (``_spec``)."""
+        self.live = agent
         self.run = run
         self.journal = journal
         self.deps = deps
@@ -97,8 +100,8 @@ class RunExecution:
         self._started = time.monotonic()
         self.messages: list[Message] = []
         self._history = ""
-        self._tool_schemas: tuple[ToolSchema, ...] = tuple(t.schema() for t in agent.tools)
-        self._tools_digest = digest([s.model_dump() for s in self._tool_schemas])
+        self._use(effective(agent, initial_spec(run.spec, journal.recorded_steps)))
+        journal.on_note(self._on_note)
         # Active seconds of steps finished in earlier executions, counted as replay passes
         # them: a limit checked at a replayed turn sees what the first execution saw there.
         self._earlier_seconds = {
@@ -106,6 +109,38 @@ class RunExecution:
             for step in journal.recorded_steps
             if step.kind in (StepKind.MODEL, StepKind.TOOL) and step.finished_at is not None
         }
+
+    # ---- the definition in force ------------------------------------------------------------
+
+    def _use(self, definition: Effective) -> None:
+        self.definition = definition
+        self.agent = definition.agent
+        self.tool_schemas = definition.tool_schemas
+        self._tools_digest = digest([s.model_dump() for s in self.tool_schemas])
+
+    def _on_note(self, note: Step) -> None:
+        """A spec migration recorded between steps: from here on the run uses the new spec,
+        its instructions replacing the old ones at the head of the conversation."""
+        if not is_migration(note) or not isinstance(note.input, dict):
+            return
+        self._use(effective(self.live, dict(note.input.get("spec") or {})))
+        if self.messages and self.messages[0].role == "system":
+            self.messages[0] = Message.system(self.agent.instructions)
+            history = ""
+            for message in self.messages:
+                history = chain(history, message.model_dump(exclude_defaults=True))
+            self._history = history
+
+    def _require_tool(self, name: str) -> None:
+        """A tool the live code cannot serve as recorded stops the run, except when replaying
+        a call recorded before the run's last migration, if the live tool still exists."""
+        problem = self.definition.tool_problem(name)
+        if problem is None:
+            return
+        replaying_old = self.journal.next_no < self.journal.trusted_below
+        if replaying_old and self.agent.tool(name) is not None:
+            return
+        raise spec_changed(self.run.id, f"tool {name!r} is not the one it started with: {problem}")
 
     # ---- history --------------------------------------------------------------------------
 
@@ -134,7 +169,7 @@ class RunExecution:
         await self.start_conversation()
         while True:
             self.check_live()
-            response = await self.plan(self._tool_schemas)
+            response = await self.plan(self.tool_schemas)
             self.add_message(response.message)
             calls = response.message.tool_calls
             if not calls:
@@ -253,7 +288,7 @@ class RunExecution:
         # Preconditions look at the world, which the call itself may have changed since it was
         # journaled: on replay, the journal's verdict stands (a recorded refusal is replayed;
         # a call that got past them is not checked again).
-        recorded = self.journal.recorded(self.journal.next_no)
+        recorded = self.journal.upcoming()
         if (
             recorded is not None
             and recorded.kind is StepKind.VALIDATION
@@ -322,6 +357,7 @@ class RunExecution:
                 f"the arguments of your call to {call.name!r} are not valid JSON: "
                 f"{call.parse_error}. Send the call again with a JSON object."
             )
+        self._require_tool(call.name)
         tool = self.agent.tool(call.name)
         if tool is None:
             names = ", ".join(t.name for t in self.agent.tools) or "(none)"
@@ -554,6 +590,8 @@ class RunExecution:
         return False, None
 
     def _validate_output(self, text: str | None) -> tuple[str | None, Any]:
+        if self.definition.unavailable_output is not None:
+            raise spec_changed(self.run.id, self.definition.unavailable_output)
         output_type = self.agent.output_type
         if output_type is None:
             value: Any = text or ""

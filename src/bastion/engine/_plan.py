@@ -119,7 +119,7 @@ async def _ask_for_plan(ex: RunExecution) -> Plan | None:
 async def run_plan_mode(ex: RunExecution) -> Any:
     await ex.start_conversation()
     tools = ", ".join(
-        f"{t.name}({json.dumps(t.input_schema.get('properties', {}))})" for t in ex.agent.tools
+        f"{t.name}({json.dumps(t.parameters.get('properties', {}))})" for t in ex.tool_schemas
     )
     ex.add_message(Message.user(_PLAN_PROMPT + tools))
     replans = 0

@@ -83,6 +83,9 @@ class Tool:
     #: document: the guards read them as a person's words (direct injection rules, no document
     #: classifier), which keeps a lone customer question from looking like an injected task.
     returns_person_text: bool = False
+    #: A label for this implementation, recorded with the runs that use it; bump it when the
+    #: tool's behaviour changes in a way runs in flight must not meet silently.
+    version: str = "1"
 
     @property
     def input_schema(self) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class Tool:
                 self.requires_approval if isinstance(self.requires_approval, bool) else "rule"
             ),
             "returns_person_text": self.returns_person_text,
+            "version": self.version,
         }
 
     def needs_approval(self, args: BaseModel) -> bool:
@@ -154,6 +158,7 @@ def build_tool(
     requires_approval: ApprovalRule = False,
     tags: tuple[str, ...] = (),
     returns_person_text: bool = False,
+    version: str = "1",
 ) -> Tool:
     """Build a ``Tool`` from ``fn``; see ``tool`` for the meaning of each option."""
     tool_name = name or fn.__name__
@@ -213,6 +218,7 @@ def build_tool(
         is_async=inspect.iscoroutinefunction(fn),
         tags=tags,
         returns_person_text=returns_person_text,
+        version=version,
     )
 
 
@@ -234,6 +240,7 @@ def tool(
     requires_approval: ApprovalRule = False,
     tags: tuple[str, ...] = (),
     returns_person_text: bool = False,
+    version: str = "1",
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -246,8 +253,8 @@ def tool(
     none/read), ``timeout`` seconds, ``retry`` (RetryPolicy; which exceptions are retryable),
     ``preconditions``/``postconditions`` (Condition or callables), ``requires_approval`` (bool or
     a predicate on the validated arguments), ``returns_person_text`` (its results are a person's
-    words, such as a customer's ticket: guards read them as such). The docstring becomes the
-    description.
+    words, such as a customer's ticket: guards read them as such), ``version`` (a label recorded
+    with the runs that use it). The docstring becomes the description.
     """
     if fn is not None:
         return build_tool(fn, **options)
