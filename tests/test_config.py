@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bastion import Agent, Bastion, Settings, tool
+from bastion.config import apply_env
 from bastion.core.errors import ConfigError
 from bastion.testing import ScriptedModel, reply
 
@@ -36,6 +37,28 @@ def test_yaml_and_env_overrides(tmp_path: Path) -> None:
     assert settings.worker.lease_seconds == 12.5
     assert settings.default_model == "openai:gpt-4o-mini"
     assert settings.agents["ops"].limits.max_turns == 5
+
+
+def test_env_overrides_are_strings_unless_the_setting_converts_them() -> None:
+    """A secret or a text that looks like a number or a boolean stays the string it is."""
+    env = {
+        "BASTION_AGENTS__OPS__INSTRUCTIONS": "no",
+        "BASTION_GUARDS__VAULT__KEY": "0123",
+        "BASTION_SANDBOX__API_KEY_ENV": "007",
+        "BASTION_WORKER__CONCURRENCY": "4",
+        "BASTION_WORKER__RECLAIM_LOCAL": "false",
+        "BASTION_GUARDS__INJECTION__LANGUAGES": "[en, de]",
+    }
+    settings = Settings.from_mapping(apply_env({}, env))
+    assert settings.agents["ops"].instructions == "no"
+    assert settings.guards is not None
+    assert settings.guards["vault"]["key"] == "0123"
+    assert settings.guards["injection"]["languages"] == ["en", "de"]
+    assert settings.sandbox is not None and settings.sandbox.api_key_env == "007"
+    assert settings.worker.concurrency == 4
+    assert settings.worker.reclaim_local is False
+    with pytest.raises(ConfigError, match="BASTION_AGENTS__OPS__TOOLS"):
+        apply_env({}, {"BASTION_AGENTS__OPS__TOOLS": "[unclosed"})
 
 
 @pytest.mark.parametrize(

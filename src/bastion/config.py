@@ -166,8 +166,21 @@ def apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]
                     child = {}
                     node[part] = child
                 node = child
-            node[path[-1]] = yaml.safe_load(raw)
+            node[path[-1]] = _env_value(key, raw)
     return out
+
+
+def _env_value(key: str, raw: str) -> Any:
+    """An override's value: the string as given (``0123`` stays ``"0123"``, ``no`` stays
+    ``"no"``; numbers and booleans are converted by the setting's own type), except an explicit
+    YAML list or mapping (``[en, de]``, ``{a: 1}``) for settings that take one."""
+    text = raw.strip()
+    if not (text.startswith("[") or text.startswith("{")):
+        return raw
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key} is not a valid YAML list or mapping: {exc}") from None
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
