@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from bastion._sandboxing import build_run_python, build_sandbox
 from bastion.config import AgentSettings, Settings
-from bastion.core.errors import ConfigError, InvalidState
+from bastion.core.errors import ConfigError, InvalidState, SealedDataDestroyed
 from bastion.core.records import Decision, DecisionKind, Run, RunStatus, Step
 from bastion.engine import Agent, Engine, EngineOptions, Limits, StepObserver, Worker
 from bastion.governance.guards import GuardPipeline
+from bastion.governance.sealing import KeyProvider, LocalKeys, Sealing, vault_master_key
 from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
 from bastion.sandbox import Sandbox
 from bastion.store import DeadLetter, Store
@@ -66,7 +67,10 @@ class Bastion:
         env: Mapping[str, str] | None = None,
         observer: StepObserver | None = None,
         guards: GuardPipeline | None = None,
+        key_provider: KeyProvider | None = None,
     ) -> None:
+        """``key_provider``: wraps each run's data key when guards seal data at rest (a KMS);
+        default: the local key in ``guards.vault.key`` (or its key file)."""
         self.settings = settings or Settings()
         self._env = dict(env) if env is not None else {}
         self._extra_providers = dict(providers or {})
@@ -74,6 +78,7 @@ class Bastion:
         if guards is None and self.settings.guards is not None:
             guards = GuardPipeline.from_mapping(self.settings.guards)
         self.guards = guards
+        self._key_provider = key_provider
         self.tools = ToolRegistry(tools)
         for module in self.settings.tool_modules:
             self._register_module(module)
@@ -162,6 +167,7 @@ class Bastion:
     async def start(self) -> Bastion:
         if self._engine is not None:
             return self
+        sealing = self._sealing()
         self._store = await Store.open(self.settings.store)
         models = self._models_settings()
         self._router = _router_with_extras(models, self._env, self._extra_providers)
@@ -175,13 +181,28 @@ class Bastion:
                 watch_interval=worker.watch_interval,
                 cancel_poll_interval=worker.cancel_poll_interval,
                 shutdown_grace=worker.shutdown_grace,
+                seal_retention_seconds=self._seal_retention(),
             ),
+            sealing=sealing,
             observer=self._observer,
             guards=self.guards,
             versions=self.agent_versions,
         )
         self._started_loop = asyncio.get_running_loop()
         return self
+
+    def _sealing(self) -> Sealing | None:
+        """With guards on, what they detect is sealed at rest (``governance.sealing``)."""
+        if self.guards is None:
+            return None
+        keys = self._key_provider or LocalKeys(
+            vault_master_key(self.guards.config.vault, self.settings.store)
+        )
+        return Sealing(self.guards.sensitive_spans, keys)
+
+    def _seal_retention(self) -> float:
+        days = self.guards.config.vault.retention_days if self.guards is not None else 7.0
+        return days * 86400.0
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -219,12 +240,14 @@ class Bastion:
         return await self.engine.submit(agent, input, tenant=tenant)
 
     async def run(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
-        """Submit a run and execute it here, to completion or its first stop (a human wait)."""
+        """Submit a run and execute it here, to completion or its first stop (a human wait).
+        The caller submitted it, so it gets it with its sealed values restored."""
         run = await self.submit(agent, input, tenant=tenant)
         return await self.resume(run.id)
 
     async def resume(self, run_id: str) -> Run:
-        """Execute a runnable run (pending, or with an expired lease) here, to its next stop."""
+        """Execute a runnable run (pending, or with an expired lease) here, to its next stop
+        (returned with its sealed values restored)."""
         worker = self.worker()
         result = await worker.run_once(run_id)
         if result is None:
@@ -234,14 +257,30 @@ class Bastion:
                     f"run {run_id} is {run.status.value} and leased by {run.lease_owner!r}",
                     hint="Another worker is executing it; wait for it or for its lease to expire.",
                 )
+            result = run
+        return await self._shown(result)
+
+    async def _shown(self, run: Run) -> Run:
+        if self.engine.sealing is None or (run.ended_at is not None and not run.output):
             return run
-        return result
+        try:
+            shown, _ = await self.engine.reveal(run)
+        except SealedDataDestroyed:
+            return run  # its retention ended with it (retention_days: 0)
+        return shown
 
-    async def get_run(self, run_id: str) -> Run:
-        return await self.engine.get_run(run_id)
+    async def get_run(self, run_id: str, *, reveal: bool = False) -> Run:
+        """A run as stored; ``reveal``: with its sealed values restored (guards on), for
+        callers allowed to see them."""
+        run = await self.engine.get_run(run_id)
+        return (await self.engine.reveal(run))[0] if reveal else run
 
-    async def steps(self, run_id: str) -> list[Step]:
-        return await self.engine.get_steps(run_id)
+    async def steps(self, run_id: str, *, reveal: bool = False) -> list[Step]:
+        steps = await self.engine.get_steps(run_id)
+        if not reveal:
+            return steps
+        run = await self.engine.get_run(run_id)
+        return (await self.engine.reveal(run, steps))[1]
 
     async def list_runs(self, **filters: Any) -> list[Run]:
         return await self.store.list_runs(**filters)

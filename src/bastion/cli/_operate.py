@@ -54,11 +54,16 @@ def runs_list(
         console.print(runs_table(runs))
 
 
-def _load_run(bastion: Bastion, run_id: str) -> tuple[Run, list[Step], list[Step]]:
+def _load_run(
+    bastion: Bastion, run_id: str, *, unmask: bool = False
+) -> tuple[Run, list[Step], list[Step]]:
     async def load() -> tuple[Run, list[Step], list[Step]]:
         run = await bastion.get_run(run_id)
         steps = await bastion.steps(run_id)
         archived = await bastion.store.get_steps(run_id, archived=True)
+        if unmask:
+            shown, both = await bastion.engine.reveal(run, steps + archived)
+            return shown, both[: len(steps)], both[len(steps) :]
         return run, steps, archived
 
     return bastion.call_sync(load())
@@ -72,10 +77,19 @@ def runs_show(
         bool, typer.Option("--archived", help="Also list the steps a replay archived.")
     ] = False,
     as_json: JsonFlag = False,
+    unmask: Annotated[
+        bool,
+        typer.Option(
+            "--unmask",
+            help="Show the personal data and secrets the guards sealed (needs the deployment's "
+            "vault key; refused once the run's retention has ended).",
+        ),
+    ] = False,
 ) -> None:
-    """A run and its step timeline: what happened, in order, with decisions and waits."""
+    """A run and its step timeline: what happened, in order, with decisions and waits. With
+    guards on, sealed values show as [TYPE#n] unless --unmask is given."""
     with session(ctx) as bastion:
-        run, steps, old = _load_run(bastion, run_id)
+        run, steps, old = _load_run(bastion, run_id, unmask=unmask)
     if as_json:
         data = run_json(run, steps)
         if archived:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.core.records import Run, RunStatus, Step, StepStatus
+from bastion.governance.sealing import display
 from bastion.store import DeadLetter
 
 
@@ -24,7 +25,7 @@ def short(value: Any, limit: int = 60) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    text = " ".join(text.split())
+    text = " ".join(display(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -13,6 +13,7 @@ Tree (grouped by who must act)::
     │   │   ├── AgentNotFound         agent_not_found
     │   │   └── ToolNotFound          tool_not_found
     │   ├── InvalidState              invalid_state     (e.g. deciding a run that is not waiting)
+    │   │   └── SealedDataDestroyed   sealed_data_destroyed (a run's sealed values are gone)
     │   └── ToolDefinitionError       tool_definition_invalid
     ├── StoreError                    store_error       the operator: the database
     │   ├── StoreUnavailable          store_unavailable
@@ -136,6 +137,14 @@ class ToolNotFound(NotFound):
 class InvalidState(UserError):
     code = "invalid_state"
     http_status = 409
+
+
+class SealedDataDestroyed(InvalidState):
+    code = "sealed_data_destroyed"
+    default_hint = (
+        "The run's personal data was sealed and its key destroyed when its retention ended; "
+        "what is left shows placeholders only."
+    )
 
 
 class ToolDefinitionError(UserError):

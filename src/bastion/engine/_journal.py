@@ -22,6 +22,7 @@ from typing import Any
 from bastion.core.errors import ConcurrentUpdate, NondeterminismError, RunCancelled
 from bastion.core.messages import Usage
 from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus
+from bastion.governance.sealing import RunSeal
 from bastion.store import Store
 
 #: Called at journal points; the crash-recovery tests kill the process from here.
@@ -102,9 +103,15 @@ class Journal:
         lease_seconds: float,
         observer: StepObserver | None = None,
         stop: StopSignal | None = None,
+        seal: RunSeal | None = None,
     ) -> None:
         self._store = store
         self.stop = stop or StopSignal()
+        # With guards on, what is written is sealed and what is read back unsealed, here and
+        # nowhere else: the rest of the engine sees the run's values as they were.
+        self.seal = seal
+        if seal is not None:
+            recorded = [unseal_step(seal, s) for s in recorded]
         self.run = run
         self.run_id = run.id
         self._recorded = {s.step_no: s for s in recorded}
@@ -290,8 +297,12 @@ class Journal:
             values["lease_expires_at"] = time.time() + self._lease_seconds
         values.update(changes)
         batch = list(self._pending)
+        if self.seal is not None:
+            values, to_write = self._sealed(values, batch)
+        else:
+            to_write = batch
         try:
-            self.version = await self._write(values, batch)
+            self.version = await self._write(values, to_write)
         except ConcurrentUpdate:
             # Someone else moved the run on. If an operator cancelled it while this worker
             # still holds it, the journal is still ours to finish: write the steps (a call that
@@ -302,10 +313,25 @@ class Journal:
             self.stop.set(CANCELLED)
             self.version = current.version
             values = {k: v for k, v in values.items() if k not in _STATUS_FIELDS}
-            self.version = await self._write(values, batch)
+            self.version = await self._write(values, to_write)
+        if self.seal is not None:
+            self.seal.saved()
         # Steps recorded while this commit was in flight (the body runs while the watcher
         # renews the lease) are not in it: keep them for the next write.
         self._pending = [s for s in self._pending if all(s is not b for b in batch)]
+
+    def _sealed(
+        self, values: dict[str, Any], batch: list[Step]
+    ) -> tuple[dict[str, Any], list[Step]]:
+        """``values`` and ``batch`` as they may be stored, and the run's vault if it grew (in
+        the same commit: a token is never stored without the vault that restores it)."""
+        assert self.seal is not None
+        seal = self.seal
+        steps = [_seal_step(seal, s) for s in batch]
+        out = {k: seal.seal(v) if k in _SEALED_RUN_FIELDS else v for k, v in values.items()}
+        if seal.dirty and "vault" not in out:  # ("vault": None: the run's end destroys it)
+            out["vault"] = seal.export()
+        return out, steps
 
     async def _write(self, values: dict[str, Any], batch: list[Step]) -> int:
         return await self._store.commit(
@@ -326,6 +352,32 @@ class Journal:
             out = self._observer(point, step)
             if out is not None:
                 await out
+
+
+#: Run fields that may hold what a person or a tool wrote.
+_SEALED_RUN_FIELDS = frozenset({"input", "output", "error", "overrides"})
+
+
+def _seal_step(seal: RunSeal, step: Step) -> Step:
+    return _map_step(seal.seal, step)
+
+
+def unseal_step(seal: RunSeal, step: Step) -> Step:
+    return _map_step(seal.unseal, step)
+
+
+def _map_step(f: Callable[[Any], Any], step: Step) -> Step:
+    decision = step.decision
+    if decision is not None:
+        decision = Decision.model_validate(f(decision.model_dump(mode="json")))
+    return step.model_copy(
+        update={
+            "input": f(step.input),
+            "output": f(step.output),
+            "error": f(step.error),
+            "decision": decision,
+        }
+    )
 
 
 def _is_dead_letter(changes: dict[str, Any]) -> bool:

@@ -90,6 +90,7 @@ class Worker:
         health_file: Path | None = None,
         health_interval: float = 5.0,
         reclaim_local: bool = True,
+        retention_interval: float = 600.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -100,6 +101,7 @@ class Worker:
         self.health_file = health_file
         self.health_interval = health_interval
         self.reclaim_local = reclaim_local
+        self.retention_interval = retention_interval
         self.health = WorkerHealth(worker_id=self.worker_id)
 
     @property
@@ -162,6 +164,8 @@ class Worker:
         }
         if self.health_file is not None:
             loops["health"] = lambda: self._health_loop(stop)
+        if self.engine.sealing is not None:
+            loops["retention"] = lambda: self._retention_loop(stop)
         tasks = [
             asyncio.ensure_future(self._supervise(name, body, stop)) for name, body in loops.items()
         ]
@@ -213,6 +217,19 @@ class Worker:
             if ran is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+    async def _retention_loop(self, stop: asyncio.Event) -> None:
+        """Destroy the sealed data of runs whose retention ended, every ``retention_interval``."""
+        while not stop.is_set():
+            try:
+                destroyed = await self.engine.destroy_expired_seals()
+            except StoreError as exc:
+                log.warning("worker %s: retention sweep failed: %s", self.worker_id, exc)
+            else:
+                if destroyed:
+                    log.info("destroyed the sealed data of %d run(s) past retention", destroyed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.retention_interval)
 
     async def _health_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

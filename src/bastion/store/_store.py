@@ -177,10 +177,16 @@ class Store:
 
     # ---- runs -----------------------------------------------------------------------------
 
-    async def create_run(self, run: Run) -> Run:
+    async def create_run(self, run: Run, *, sealed_vault: tuple[str, str] | None = None) -> Run:
+        """Insert a new run; ``sealed_vault`` is its ``(vault_key, vault)`` when its data is
+        sealed (written in the same statement: never a sealed input without its vault)."""
+        row = codec.run_to_row(run)
+        if sealed_vault is not None:
+            row["vault_key"], row["vault"] = sealed_vault
+
         async def op() -> Run:
             async with self._write() as conn:
-                await conn.execute(insert(runs).values(**codec.run_to_row(run)))
+                await conn.execute(insert(runs).values(**row))
             return run
 
         try:
@@ -235,6 +241,31 @@ class Store:
                 await self._open_dead_letter(conn, run_id, {}, error)
 
         await self._retry_locked(op)
+
+    async def sealed_vault(self, run_id: str) -> tuple[str | None, str | None]:
+        """A run's ``(vault_key, vault)``: its wrapped data key and its sealed vault."""
+        query = select(runs.c.vault_key, runs.c.vault).where(runs.c.id == run_id)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id!r}", run_id=run_id)
+        return row.vault_key, row.vault
+
+    async def destroy_vault_keys(self, *, ended_before: float) -> int:
+        """Destroy the data keys (and sealed vaults) of runs that ended before ``ended_before``:
+        their sealed values can never be restored. Returns how many runs lost theirs."""
+        stmt = (
+            update(runs)
+            .where(and_(runs.c.ended_at < ended_before, runs.c.vault_key.is_not(None)))
+            .values(vault_key=None, vault=None)
+        )
+
+        async def op() -> int:
+            async with self._write() as conn:
+                return int((await conn.execute(stmt)).rowcount or 0)
+
+        count: int = await self._retry_locked(op)
+        return count
 
     async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]:
         """Which of ``run_ids`` are cancelled (one query, for a worker's cancellation poll)."""

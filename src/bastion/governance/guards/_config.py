@@ -141,9 +141,17 @@ class VaultConfig(_Model):
     #: 32-byte key, urlsafe base64, for AES-256-GCM encryption of vault entries at rest. Without
     #: it the vault still works but keeps values only in memory and refuses to export them.
     key: SecretStr | None = None
-    #: Key for the ``hash`` mask style; without it hashes are keyed by the vault key, or else by
-    #: a random per-process value (hashes then differ between processes).
+    #: Key for the ``hash`` mask style; without it hashes are keyed by a key derived from the
+    #: vault key (never the vault key itself), or else by a random per-process value (hashes then
+    #: differ between processes).
     hash_salt: SecretStr | None = None
+    #: Where the vault key is kept when ``key`` is not set: created (mode 0600) on first use.
+    #: Default: ``<database file>.key`` beside a SQLite store; a PostgreSQL store needs ``key``
+    #: (or a key provider given in Python).
+    key_file: str | None = None
+    #: Days a finished run's sealed values stay recoverable by an authorised operator; then its
+    #: data key is destroyed. 0 destroys it when the run ends.
+    retention_days: float = Field(default=7.0, ge=0)
 
     @field_validator("key")
     @classmethod

@@ -3,7 +3,8 @@
 Owns building guards from ``GuardsConfig``, the maximum scan size and chunked scanning with
 overlap, failing closed when a guard raises, the per-guard per-boundary modes, and turning
 findings into one ``Decision`` (masking through the run's vault, quarantine notices). Also owns
-the per-run vaults in memory (bounded; the engine persists them sealed with ``seal_vault``).
+the per-run vaults in memory (bounded; rebuilt on replay, never stored: what is stored is
+sealed by ``bastion.governance.sealing``).
 Does not own detection logic or policy on when unmasking is allowed.
 """
 
@@ -83,7 +84,10 @@ class GuardPipeline:
         key = cfg.vault.key.get_secret_value() if cfg.vault.key else None
         self._vault_key = base64.urlsafe_b64decode(key) if key else None
         salt = cfg.vault.hash_salt.get_secret_value().encode() if cfg.vault.hash_salt else None
-        self._hash_key = salt or self._vault_key or os.urandom(32)
+        # A key serves one purpose: the hash style's key is derived from the vault key, never
+        # the vault key itself.
+        derived = _derive(self._vault_key, "mask hash") if self._vault_key else None
+        self._hash_key = salt or derived or os.urandom(32)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> GuardPipeline:
@@ -205,6 +209,33 @@ class GuardPipeline:
             truncated=truncated,
         )
 
+    def sensitive_spans(self, text: str) -> list[tuple[int, int, str]]:
+        """``(start, end, type)`` of every personal-data and secret value in ``text``, sorted and
+        not overlapping, whatever the boundaries' modes (what sealing at rest hides). A guard
+        that fails raises ``GuardError``: nothing is stored on a partial scan."""
+        ctx = ScanContext(boundary="log")
+        found: list[Finding] = []
+        cfg = self.config
+        clean = strip_controls(text)
+        for guard in self.guards:
+            if guard.name not in ("pii", "secrets"):
+                continue
+            try:
+                for offset, chunk in iter_chunks(clean, cfg.chunk_chars, cfg.chunk_overlap):
+                    found.extend(_shift(f, offset) for f in guard.scan(chunk, ctx))
+            except Exception as exc:
+                raise GuardError(
+                    f"guard {guard.name} failed while sealing a value for storage",
+                    hint="Nothing was stored; the step is retried or held with this error.",
+                ) from exc
+        spans: list[tuple[int, int, str]] = []
+        last = 0
+        for f in sorted(merge_findings(found), key=lambda f: (f.start, -f.end)):
+            if f.start >= last:
+                spans.append((f.start, f.end, f.type))
+                last = f.end
+        return spans
+
     def mask(self, text: str, context: ScanContext | None = None) -> str:
         """Mask PII and secrets in ``text`` regardless of the boundary's modes."""
         ctx = context or ScanContext()
@@ -242,27 +273,16 @@ class GuardPipeline:
         """Restore the run's placeholders in ``text``. Call only where policy allows it."""
         return self.vault(context).unmask(text, types=types)
 
-    def seal_vault(self, context: ScanContext) -> bytes:
-        if self._vault_key is None:
-            raise GuardError(
-                "no vault key configured", hint="Set guards.vault.key (`bastion guard key`)."
-            )
-        return self.vault(context).seal(self._vault_key)
-
-    def load_vault(self, blob: bytes, context: ScanContext) -> Vault:
-        if self._vault_key is None:
-            raise GuardError("no vault key configured", hint="Set guards.vault.key.")
-        vault = Vault.unseal(
-            blob, self._vault_key, tenant_id=context.tenant_id, run_id=context.run_id
-        )
-        with self._lock:
-            self._vaults[(context.tenant_id, context.run_id)] = vault
-        return vault
-
     def end_run(self, context: ScanContext) -> None:
         """Forget a finished run's vault."""
         with self._lock:
             self._vaults.pop((context.tenant_id, context.run_id), None)
+
+
+def _derive(key: bytes, purpose: str) -> bytes:
+    from bastion.governance.sealing import derive_key
+
+    return derive_key(key, purpose)
 
 
 def _shift(f: Finding, offset: int) -> Finding:
