@@ -171,3 +171,31 @@ def test_registry_lookup_and_duplicates() -> None:
     with pytest.raises(ToolDefinitionError):
         registry.register(other)
     assert [s.name for s in registry.schemas()] == ["a"]
+
+
+def test_a_tool_defined_in_a_function_sees_the_types_imported_there() -> None:
+    """This module uses ``from __future__ import annotations``: the hints are strings naming
+    types that exist only in the defining function's scope."""
+    from decimal import Decimal
+
+    class Receipt(BaseModel):
+        amount: Decimal
+
+    @tool(effect="write")
+    def refund(amount: Decimal) -> Receipt:
+        """Refund."""
+        return Receipt(amount=amount)
+
+    @tool
+    def total(amounts: list[Decimal]) -> Decimal:
+        """Sum."""
+        return sum(amounts, Decimal(0))
+
+    assert "amount" in refund.input_schema["properties"]
+    assert refund.output_adapter.validate_python({"amount": "1.5"}) == Receipt(
+        amount=Decimal("1.5")
+    )
+    assert total.input_model.model_validate({"amounts": ["1", "2"]}).amounts == [  # type: ignore[attr-defined]
+        Decimal(1),
+        Decimal(2),
+    ]

@@ -159,8 +159,10 @@ def build_tool(
     tags: tuple[str, ...] = (),
     returns_person_text: bool = False,
     version: str = "1",
+    localns: Mapping[str, Any] | None = None,
 ) -> Tool:
-    """Build a ``Tool`` from ``fn``; see ``tool`` for the meaning of each option."""
+    """Build a ``Tool`` from ``fn``; see ``tool`` for the meaning of each option.
+    ``localns``: names visible where ``fn`` was defined (``@tool`` passes them)."""
     tool_name = name or fn.__name__
     if not _NAME.match(tool_name):
         raise ToolDefinitionError(
@@ -174,9 +176,15 @@ def build_tool(
     if timeout <= 0:
         raise ToolDefinitionError(f"tool {tool_name!r}: timeout must be positive")
     try:
-        hints = get_type_hints(fn)
+        # ``localns``: the scope the tool was defined in, for a tool defined inside a function
+        # whose annotations (strings under ``from __future__ import annotations``) name types
+        # imported or defined there.
+        hints = get_type_hints(fn, localns=dict(localns) if localns else None)
     except Exception as exc:  # NameError from unresolved forward refs, mostly
-        raise ToolDefinitionError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: cannot read type hints: {exc}",
+            hint="Import the types its parameters use where the function is defined.",
+        ) from exc
     sig = inspect.signature(fn)
     fields: dict[str, Any] = {}
     takes_context = False
@@ -257,12 +265,22 @@ def tool(
     with the runs that use it). The docstring becomes the description.
     """
     if fn is not None:
-        return build_tool(fn, **options)
+        return build_tool(fn, localns=_caller_locals(), **options)
 
     def decorate(f: ToolFunction) -> Tool:
-        return build_tool(f, **options)
+        return build_tool(f, localns=_caller_locals(), **options)
 
     return decorate
+
+
+def _caller_locals() -> Mapping[str, Any] | None:
+    """The local names of the scope that applied ``@tool`` (two frames up), if it is a
+    function's (a module's names are the function's globals already)."""
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+    if caller is None or caller.f_locals is caller.f_globals:
+        return None
+    return dict(caller.f_locals)
 
 
 def tools_by_name(tools: Mapping[str, Tool] | list[Tool]) -> dict[str, Tool]:
