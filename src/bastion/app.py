@@ -235,14 +235,19 @@ class Bastion:
 
     # ---- the Python API -----------------------------------------------------------------
 
-    async def submit(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
-        """Queue a run; a worker (``bastion worker`` or ``worker().serve``) executes it."""
-        return await self.engine.submit(agent, input, tenant=tenant)
+    async def submit(
+        self, agent: str, input: Any, *, tenant: str = "default", principal: str = "system"
+    ) -> Run:
+        """Queue a run; a worker (``bastion worker`` or ``worker().serve``) executes it.
+        ``principal``: who asks (tools see it as ``ctx.principal``)."""
+        return await self.engine.submit(agent, input, tenant=tenant, principal=principal)
 
-    async def run(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
+    async def run(
+        self, agent: str, input: Any, *, tenant: str = "default", principal: str = "system"
+    ) -> Run:
         """Submit a run and execute it here, to completion or its first stop (a human wait).
         The caller submitted it, so it gets it with its sealed values restored."""
-        run = await self.submit(agent, input, tenant=tenant)
+        run = await self.submit(agent, input, tenant=tenant, principal=principal)
         return await self.resume(run.id)
 
     async def resume(self, run_id: str) -> Run:
@@ -369,8 +374,10 @@ class Bastion:
         self._portal()
         return self
 
-    def run_sync(self, agent: str, input: Any, *, tenant: str = "default") -> Run:
-        return self._portal().call(self.run(agent, input, tenant=tenant))
+    def run_sync(
+        self, agent: str, input: Any, *, tenant: str = "default", principal: str = "system"
+    ) -> Run:
+        return self._portal().call(self.run(agent, input, tenant=tenant, principal=principal))
 
     def close_sync(self) -> None:
         if self._loop_thread is not None:

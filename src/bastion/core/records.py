@@ -120,6 +120,8 @@ class Run(BaseModel):
 
     id: str
     tenant: str = "default"
+    #: Who submitted it (a user or service account; "system" when Bastion was not told).
+    principal: str = "system"
     agent: str
     status: RunStatus = RunStatus.PENDING
     input: Any = None

@@ -44,7 +44,7 @@ from bastion.engine._journal import CANCELLED, SHUTDOWN, Journal, StepObserver, 
 from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep
 from bastion.engine._operations import Operations
 from bastion.engine._plan import run_plan_mode
-from bastion.engine._suspend import Suspend
+from bastion.engine._suspend import Defer, Suspend
 from bastion.governance.guards import GuardPipeline
 from bastion.governance.sealing import Sealing
 from bastion.store import Store
@@ -67,6 +67,9 @@ class EngineOptions:
     #: On shutdown, how long an execution may take to reach its next phase boundary (a tool
     #: that may change the world is let finish) before it is abandoned.
     shutdown_grace: float = 10.0
+    #: A retry delay at least this long (seconds) hands an idempotent tool's run back to the
+    #: queue until then instead of holding a worker (``Run.not_before``).
+    defer_retries_after: float = 5.0
     #: With sealing on: how long a finished run's sealed values stay recoverable before its
     #: data key is destroyed (0: when it ends).
     seal_retention_seconds: float = 7 * 86400.0
@@ -103,7 +106,13 @@ class Engine(Operations):
     # ---- submitting and reading ---------------------------------------------------------
 
     async def submit(
-        self, agent: str, input: Any, *, tenant: str = "default", run_id: str | None = None
+        self,
+        agent: str,
+        input: Any,
+        *,
+        tenant: str = "default",
+        principal: str = "system",
+        run_id: str | None = None,
     ) -> Run:
         definition = self.agent(agent)
         if input is None or input == "":
@@ -118,6 +127,7 @@ class Engine(Operations):
         run = Run(
             id=run_id,
             tenant=tenant,
+            principal=principal,
             agent=definition.name,
             input=input,
             spec=definition.spec(),
@@ -180,7 +190,13 @@ class Engine(Operations):
             agent,
             run,
             journal,
-            LoopDeps(complete=self.complete, sleep=self.sleep, rng=self.rng, guards=self.guards),
+            LoopDeps(
+                complete=self.complete,
+                sleep=self.sleep,
+                rng=self.rng,
+                guards=self.guards,
+                defer_after=self.options.defer_retries_after,
+            ),
         )
         body = asyncio.ensure_future(self._drive(agent, execution))
         self._active[run.id] = _Active(owner=owner, stop=stop, body=body)
@@ -244,9 +260,12 @@ class Engine(Operations):
                 status=RunStatus.WAITING_FOR_HUMAN,
                 wait_reason=wait.reason,
                 waiting_step=wait.step_no,
-                error={"code": wait.reason.value, "message": wait.detail},
+                error=wait.to_error(),
                 **idle,
             )
+        except Defer as later:
+            log.info("run %s continues after %.1fs: %s", run_id, later.until - time.time(), later)
+            await journal.flush(status=RunStatus.PENDING, not_before=later.until, **idle)
         except RunCancelled as stopped:
             if stopped.reason == SHUTDOWN:
                 log.info("run %s: handed back at shutdown", run_id)

@@ -31,6 +31,7 @@ from bastion.core.errors import (
     BudgetExceeded,
     InvalidModelOutput,
     MaxTurnsExceeded,
+    OutcomeUnknown,
     OutputValidationFailed,
     PolicyDenied,
     PreconditionFailed,
@@ -55,7 +56,7 @@ from bastion.engine._agent import Agent
 from bastion.engine._guarding import Guarding
 from bastion.engine._journal import Done, Fresh, Interrupted, Journal
 from bastion.engine._spec import Effective, effective, initial_spec, is_migration, spec_changed
-from bastion.engine._suspend import Suspend
+from bastion.engine._suspend import Defer, Suspend
 from bastion.governance.guards import GuardPipeline
 from bastion.tools import Tool, ToolContext, ToolError, invoke_tool
 from bastion.tools._invoke import check_preconditions, validate_arguments
@@ -75,6 +76,8 @@ class LoopDeps:
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     guards: GuardPipeline | None = None
+    #: Retry delays at least this long defer the run instead of sleeping in the worker.
+    defer_after: float = float("inf")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,21 +452,29 @@ class RunExecution:
             return _outcome_from_step(slot.step.output, slot.step.error)
         step = slot.step
         if isinstance(slot, Fresh) and self._repeats_an_effect(tool, step.step_no):
-            detail = (
+            raise self._unknown(
+                step,
+                tool,
                 f"{tool.name} was called at this step before the run was replayed and may have "
-                "acted; check the outside system, then resolve, approve (call again) or reject"
+                "acted; check the outside system, then resolve, approve (call again) or reject",
+                replayed=True,
             )
-            error = {"code": "outcome_unknown", "message": detail}
-            self.journal.mark_unknown(step, attempts=0, error=error)
-            raise Suspend(WaitReason.OUTCOME_UNKNOWN, step.step_no, detail)
         if isinstance(slot, Interrupted):
             decision = slot.decision
             if decision is None and not tool.idempotent:
                 detail = f"{tool.name} started but its result was never recorded"
-                if step.status is not StepStatus.OUTCOME_UNKNOWN:
-                    error = {"code": "outcome_unknown", "message": detail}
-                    self.journal.mark_unknown(step, attempts=step.attempts, error=error)
-                raise Suspend(WaitReason.OUTCOME_UNKNOWN, step.step_no, detail)
+                if step.status is StepStatus.OUTCOME_UNKNOWN and step.error is not None:
+                    # Already marked (a wait cut short by a crash): ask again, same cause.
+                    recorded = step.error
+                    if recorded.get("code") == OutcomeUnknown.code:
+                        raise Suspend(
+                            WaitReason.OUTCOME_UNKNOWN,
+                            step.step_no,
+                            detail,
+                            error=_rebuild(recorded),
+                        )
+                    raise self._unknown(step, tool, detail, cause=recorded)
+                raise self._unknown(step, tool, detail)
             if decision is not None:
                 match decision.kind:
                     case "resolve":
@@ -479,6 +490,17 @@ class RunExecution:
                         pass
         return await self._execute(tool, args, step)
 
+    def _unknown(self, step: Step, tool: Tool, detail: str, **details: Any) -> Suspend:
+        """Mark ``step`` as ``outcome_unknown`` (written with the wait) and return the wait,
+        carrying an ``OutcomeUnknown`` for the run to show."""
+        error = OutcomeUnknown(
+            detail, run_id=self.run.id, step_no=step.step_no, tool=tool.name, **details
+        )
+        # The step keeps the failure itself (a timeout, an exception); the run shows both.
+        recorded = details.get("cause") or error.to_dict()
+        self.journal.mark_unknown(step, attempts=step.attempts, error=recorded)
+        return Suspend(WaitReason.OUTCOME_UNKNOWN, step.step_no, detail, error=error)
+
     def _repeats_an_effect(self, tool: Tool, step_no: int) -> bool:
         """This call of a non-idempotent tool was made at the same step in an attempt of the run
         before a replay (``Run.confirm_steps``)."""
@@ -493,7 +515,11 @@ class RunExecution:
         while True:
             attempts += 1
             ctx = ToolContext(
-                run_id=self.run.id, step_no=step.step_no, tenant=self.run.tenant, attempt=attempts
+                run_id=self.run.id,
+                step_no=step.step_no,
+                tenant=self.run.tenant,
+                principal=self.run.principal,
+                attempt=attempts,
             )
             call = invoke_tool(tool, args, ctx)
             try:
@@ -510,15 +536,25 @@ class RunExecution:
             except ToolFailed as exc:
                 exc.details.update(attempts=attempts)
                 if not tool.idempotent and exc.details.get("may_have_acted", True):
-                    self.journal.mark_unknown(step, attempts=attempts, error=exc.to_dict())
-                    raise Suspend(
-                        WaitReason.OUTCOME_UNKNOWN,
-                        step.step_no,
+                    step = step.model_copy(update={"attempts": attempts})
+                    raise self._unknown(
+                        step,
+                        tool,
                         f"{exc.message}; {tool.name} may have acted before it failed",
+                        attempts=attempts,
+                        cause=exc.to_dict(),
                     ) from exc
                 if exc.retryable and attempts < tool.retry.max_attempts:
                     step = await self.journal.note_attempt(step, attempts, exc.to_dict())
                     delay = tool.retry.delay(attempts, self.deps.rng)
+                    if tool.idempotent and delay >= self.deps.defer_after:
+                        # Safe to leave: re-running an idempotent call is harmless, and its
+                        # attempts are journaled. (A non-idempotent call is retried only after
+                        # EffectNotStarted; it stays here, or a crash could not tell a deferred
+                        # call from one that was under way.)
+                        raise Defer(
+                            time.time() + delay, f"retry {tool.name} (attempt {attempts + 1})"
+                        ) from exc
                     await self.interruptible(self.deps.sleep(delay))
                     continue
                 await self.journal.finish(

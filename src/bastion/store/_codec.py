@@ -96,6 +96,7 @@ def run_to_row(run: Run) -> dict[str, Any]:
         "created_at": ts(run.created_at),
         "updated_at": ts(run.updated_at),
         "ended_at": ts(run.ended_at),
+        "principal": run.principal,
         "schema_version": run.schema_version,
     }
 
@@ -145,6 +146,7 @@ def _decode_run(m: Any) -> Run:
         created_at=dt_required(m["created_at"]),
         updated_at=dt_required(m["updated_at"]),
         ended_at=dt(m["ended_at"]),
+        principal=m["principal"] or "system",
         schema_version=m["schema_version"],
     )
 

@@ -95,7 +95,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=2,
-        name="effects to confirm on replay, sealed vault, end time",
+        name="effects to confirm on replay, sealed vault, end time, principal",
         statements=(
             # {step_no: tool name}: calls that may already have acted in an earlier attempt of
             # the run; replay asks a person before making them again.
@@ -105,6 +105,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE runs ADD COLUMN vault TEXT",
             "ALTER TABLE runs ADD COLUMN vault_key TEXT",
             "ALTER TABLE runs ADD COLUMN ended_at DOUBLE PRECISION",
+            # Who submitted the run (a user, a service account): tools get it in ToolContext.
+            "ALTER TABLE runs ADD COLUMN principal VARCHAR(128)",
             "CREATE INDEX ix_runs_lease_owner ON runs (lease_owner)",
         ),
     ),

@@ -51,6 +51,7 @@ runs = Table(
     Column("vault", Text),
     Column("vault_key", Text),
     Column("ended_at", Float),
+    Column("principal", String(128)),
 )
 
 _step_columns = (

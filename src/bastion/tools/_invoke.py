@@ -63,15 +63,33 @@ def is_retryable(tool: Tool, exc: BaseException) -> bool:
     return isinstance(exc, tool.retry.retry_on)
 
 
+def _tool_failed(tool: Tool, ctx: ToolContext, exc: Exception) -> ToolFailed:
+    not_started = isinstance(exc, EffectNotStarted)
+    err = ToolFailed(
+        f"tool {tool.name!r} raised {type(exc).__name__}: {exc}",
+        run_id=ctx.run_id,
+        step_no=ctx.step_no,
+        tool=tool.name,
+        exception=type(exc).__name__,
+        may_have_acted=not not_started,
+    )
+    # A call that never started is always safe to try again, within the retry policy.
+    err.retryable = not_started or is_retryable(tool, exc)
+    return err
+
+
 async def invoke_tool(tool: Tool, args: BaseModel, ctx: ToolContext) -> Any:
     """Run one attempt. Returns the JSON-ready result; raises ``ToolError`` (for the model),
     ``ToolTimeout``, ``ToolFailed`` (``retryable`` set from the tool's retry policy) or
     ``ToolContractViolation``. A ``ToolFailed`` carries ``details["may_have_acted"]``: False
     only when the tool raised ``EffectNotStarted``."""
+    deadline = asyncio.timeout(tool.timeout)
     try:
-        async with asyncio.timeout(tool.timeout):
+        async with deadline:
             raw = await _call(tool, args, ctx)
-    except TimeoutError:
+    except TimeoutError as exc:
+        if not deadline.expired():  # the tool's own TimeoutError, not Bastion's deadline
+            raise _tool_failed(tool, ctx, exc) from exc
         # The call was abandoned, not stopped: a sync tool's thread runs on, and the outside
         # system may act after this point.
         raise ToolTimeout(
@@ -86,18 +104,7 @@ async def invoke_tool(tool: Tool, args: BaseModel, ctx: ToolContext) -> Any:
     except BastionError:
         raise
     except Exception as exc:  # a tool's own failure: translated, never swallowed
-        not_started = isinstance(exc, EffectNotStarted)
-        err = ToolFailed(
-            f"tool {tool.name!r} raised {type(exc).__name__}: {exc}",
-            run_id=ctx.run_id,
-            step_no=ctx.step_no,
-            tool=tool.name,
-            exception=type(exc).__name__,
-            may_have_acted=not not_started,
-        )
-        # A call that never started is always safe to try again, within the retry policy.
-        err.retryable = not_started or is_retryable(tool, exc)
-        raise err from exc
+        raise _tool_failed(tool, ctx, exc) from exc
     try:
         result = tool.output_adapter.validate_python(raw)
     except ValidationError as exc:
