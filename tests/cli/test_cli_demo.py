@@ -54,7 +54,37 @@ def test_demo_stops_with_one_error_when_the_model_cannot_answer(tmp_path: Path) 
         encoding="utf-8",
     )
     result = CliRunner().invoke(
-        app, ["--config", str(config), "demo", "--dir", str(tmp_path), "--model", "dead:x"]
+        app,
+        ["--config", str(config), "demo", "--dir", str(tmp_path / "demo"), "--model", "dead:x"],
     )
     assert result.exit_code == 1
     assert result.stderr.startswith("error[demo_aborted]: the model did not answer: provider_")
+
+
+def test_demo_refuses_a_directory_holding_other_files(tmp_path: Path) -> None:
+    keep = tmp_path / "bastion.db"
+    keep.write_text("someone's own database")
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "holds files the demo did not create (notes.txt)" in result.output
+    assert keep.read_text() == "someone's own database"
+    assert "Traceback" not in result.output
+
+
+def test_demo_reuses_its_own_directory(tmp_path: Path) -> None:
+    from bastion.demo.run import _claim_directory
+
+    fresh = tmp_path / "new"
+    _claim_directory(fresh)
+    (fresh / "bastion.db").write_text("from an earlier demo")
+    _claim_directory(fresh)  # its own files: accepted
+    unmarked = tmp_path / "unmarked"
+    unmarked.mkdir()
+    (unmarked / "bastion.db").write_text("not the demo's")
+    import pytest
+
+    from bastion.core.errors import UserError
+
+    with pytest.raises(UserError):
+        _claim_directory(unmarked)

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from bastion.app import Bastion
 from bastion.cli._render import render_run
-from bastion.core.errors import BastionError, SandboxError
+from bastion.core.errors import BastionError, SandboxError, UserError
 from bastion.core.records import Run, RunStatus, StepStatus, WaitReason
 from bastion.demo._report import Checks, summary
 from bastion.demo._setup import (
@@ -80,10 +80,37 @@ def run_demo(options: DemoOptions, *, env: Mapping[str, str], out: Console) -> b
         with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
             return asyncio.run(_demo(Path(tmp), options, env, out))
     directory = options.directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    _claim_directory(directory)
     for name in ("bastion.db", "bastion.db-wal", "bastion.db-shm"):
         (directory / name).unlink(missing_ok=True)
     return asyncio.run(_demo(directory, options, env, out))
+
+
+#: The demo marks a directory it uses, and replaces only its own files there.
+_MARK = ".bastion-demo"
+_OWN = frozenset(
+    {_MARK}
+    | {f"{db}{suffix}" for db in ("bastion.db", "shop.db") for suffix in ("", "-wal", "-shm")}
+    | {"bastion.db.key"}
+)
+
+
+def _claim_directory(directory: Path) -> None:
+    """Use ``directory`` for the demo: a new or empty one, or one an earlier demo used. A
+    directory holding anything else is refused: the demo recreates its databases there."""
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory} is not a directory", hint="Pass a new or empty directory.")
+    present = {p.name for p in directory.iterdir()} if directory.exists() else set()
+    foreign = sorted(present - _OWN)
+    if present and (_MARK not in present or foreign):
+        shown = ", ".join(foreign[:5] or sorted(present)[:5])
+        raise UserError(
+            f"{directory} holds files the demo did not create ({shown}); the demo recreates "
+            "its databases in its directory, so it will not use this one",
+            hint="Pass a new or empty directory, or leave out --dir to use a temporary one.",
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / _MARK).write_text("a directory of `bastion demo`; its files are recreated\n")
 
 
 async def _demo(
