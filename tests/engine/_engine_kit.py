@@ -9,9 +9,9 @@ from typing import Any
 from bastion.core.messages import ModelRequest, ModelResponse
 from bastion.core.records import Run
 from bastion.engine import Agent, Engine, EngineOptions, StepObserver, Worker
+from bastion.models._scripted import ScriptItem
 from bastion.store import Store
 from bastion.testing import FunctionModel, ScriptedModel
-from bastion.testing._models import ScriptItem
 
 Model = ScriptedModel | FunctionModel
 

@@ -180,7 +180,7 @@ def build_provider(
         case "scripted":
             if scripted is not None:
                 return scripted
-            from bastion.testing import ScriptedModel  # a test/demo helper, loaded only on demand
+            from bastion.models._scripted import ScriptedModel  # loaded only when configured
 
             return ScriptedModel(name=name)
 

@@ -1,4 +1,5 @@
-"""Scripted and function models: ``ModelProvider``s whose answers the test decides.
+"""Scripted and function models: ``ModelProvider``s whose answers a test or a demo decides
+(the ``scripted:`` provider kind; ``bastion.testing`` re-exports them for users' tests).
 
 Owns: deterministic model behaviour for tests and demos. Real model calls are never made here.
 """
