@@ -25,7 +25,7 @@ from bastion.governance.guards import GuardPipeline
 from bastion.governance.sealing import KeyProvider, LocalKeys, Sealing, vault_master_key
 from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
 from bastion.sandbox import Sandbox
-from bastion.store import DeadLetter, Store
+from bastion.store import MIGRATIONS, DeadLetter, Store
 from bastion.tools import Tool, ToolRegistry
 
 T = TypeVar("T")
@@ -280,12 +280,35 @@ class Bastion:
         run = await self.engine.get_run(run_id)
         return (await self.engine.reveal(run))[0] if reveal else run
 
-    async def steps(self, run_id: str, *, reveal: bool = False) -> list[Step]:
-        steps = await self.engine.get_steps(run_id)
+    async def steps(
+        self, run_id: str, *, reveal: bool = False, archived: bool = False
+    ) -> list[Step]:
+        """The run's journal (``archived``: the steps its replays archived instead)."""
+        if archived:
+            await self.engine.get_run(run_id)
+            steps = await self.store.get_steps(run_id, archived=True)
+        else:
+            steps = await self.engine.get_steps(run_id)
         if not reveal:
             return steps
         run = await self.engine.get_run(run_id)
         return (await self.engine.reveal(run, steps))[1]
+
+    async def reveal(self, run: Run, steps: list[Step] | None = None) -> tuple[Run, list[Step]]:
+        """``run`` and ``steps`` with sealed values restored (see ``Engine.reveal``)."""
+        return await self.engine.reveal(run, steps)
+
+    async def upgrade_store(self) -> tuple[list[tuple[int, str]], int, int]:
+        """Apply missing schema migrations without starting anything else: (the migrations
+        applied as (version, name), the schema version now, the newest this code knows)."""
+        store = await Store.open(self.settings.store, migrate=False)
+        try:
+            applied = await store.upgrade()
+            names = {m.version: m.name for m in MIGRATIONS}
+            done = [(v, names.get(v, "")) for v in applied]
+            return done, await store.schema_version(), store.latest_schema
+        finally:
+            await store.close()
 
     async def list_runs(self, **filters: Any) -> list[Run]:
         return await self.store.list_runs(**filters)
@@ -293,8 +316,12 @@ class Bastion:
     async def review_queue(self, *, tenant: str | None = None) -> list[Run]:
         return await self.store.list_runs(status=RunStatus.WAITING_FOR_HUMAN, tenant=tenant)
 
-    async def dead_letters(self, *, tenant: str | None = None) -> list[DeadLetter]:
-        return await self.store.list_dead_letters(tenant=tenant)
+    async def dead_letters(
+        self, *, tenant: str | None = None, include_resolved: bool = False
+    ) -> list[DeadLetter]:
+        return await self.store.list_dead_letters(
+            tenant=tenant, include_resolved=include_resolved
+        )
 
     async def decide(
         self,

@@ -14,10 +14,10 @@ from typing import Annotated
 
 import typer
 
+from bastion._render import render_run
 from bastion.cli._admin import config_app, db_app, demo, worker
 from bastion.cli._edge import Options, fail
 from bastion.cli._operate import cancel, dlq_app, review_app, runs_app
-from bastion.cli._render import render_run
 from bastion.core.errors import BastionError
 
 __all__ = ["app", "main", "render_run"]

@@ -18,7 +18,6 @@ import yaml
 
 from bastion.app import Bastion
 from bastion.cli._edge import config_path, console, print_json, reported, safe_url, settings_for
-from bastion.store import MIGRATIONS, Store
 
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
@@ -73,7 +72,7 @@ def _configured(path: str | None) -> Path:
 
 
 def _check_health(path: Path) -> None:
-    from bastion.engine._worker import read_health
+    from bastion.engine import read_health
 
     ok, problems, report = read_health(path, max_age=30.0)
     loops = report.get("loops") or {}
@@ -122,24 +121,14 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply missing schema migrations; prints what was applied and the schema version."""
     with reported():
         settings = settings_for(ctx)
-        applied, version, latest = asyncio.run(_upgrade(settings.store))
-    names = {m.version: m.name for m in MIGRATIONS}
+        applied, version, latest = asyncio.run(Bastion(settings).upgrade_store())
     console.print(f"store: {safe_url(settings.store)}")
     if applied:
-        for v in applied:
-            console.print(f"applied migration {v}: {names.get(v, '')}")
+        for v, name in applied:
+            console.print(f"applied migration {v}: {name}")
     else:
         console.print("no migrations to apply: the schema is up to date")
     console.print(f"schema version: {version} (latest known: {latest})")
-
-
-async def _upgrade(url: str) -> tuple[list[int], int, int]:
-    store = await Store.open(url, migrate=False)
-    try:
-        applied = await store.upgrade()
-        return applied, await store.schema_version(), store.latest_schema
-    finally:
-        await store.close()
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "cookie")

@@ -11,9 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bastion.app import Bastion
-from bastion.cli._edge import console, fail, parse_json, parse_object, print_json, session
-from bastion.cli._render import (
+from bastion._render import (
     dead_letter_json,
     render_run,
     run_json,
@@ -22,6 +20,8 @@ from bastion.cli._render import (
     steps_table,
     when,
 )
+from bastion.app import Bastion
+from bastion.cli._edge import console, fail, parse_json, parse_object, print_json, session
 from bastion.core.errors import UserError
 from bastion.core.records import DecisionKind, Run, RunStatus, Step
 
@@ -60,9 +60,9 @@ def _load_run(
     async def load() -> tuple[Run, list[Step], list[Step]]:
         run = await bastion.get_run(run_id)
         steps = await bastion.steps(run_id)
-        archived = await bastion.store.get_steps(run_id, archived=True)
+        archived = await bastion.steps(run_id, archived=True)
         if unmask:
-            shown, both = await bastion.engine.reveal(run, steps + archived)
+            shown, both = await bastion.reveal(run, steps + archived)
             return shown, both[: len(steps)], both[len(steps) :]
         return run, steps, archived
 
@@ -171,7 +171,7 @@ def dlq_show(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> No
     """A dead-lettered run: its errors (with hints) and its step timeline."""
     with session(ctx) as bastion:
         run, steps, old = _load_run(bastion, run_id)
-        letters = bastion.call_sync(bastion.store.list_dead_letters(include_resolved=True))
+        letters = bastion.call_sync(bastion.dead_letters(include_resolved=True))
     mine = [d for d in letters if d.run_id == run_id]
     if as_json:
         print_json({**run_json(run, steps), "dead_letters": [dead_letter_json(d) for d in mine]})

@@ -31,8 +31,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from bastion._render import render_run
 from bastion.app import Bastion
-from bastion.cli._render import render_run
 from bastion.core.errors import BastionError, SandboxError, UserError
 from bastion.core.records import Run, RunStatus, StepStatus, WaitReason
 from bastion.demo._report import Checks, summary

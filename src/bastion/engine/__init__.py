@@ -6,7 +6,7 @@ from bastion.engine._engine import Engine, EngineOptions
 from bastion.engine._identity import default_worker_id
 from bastion.engine._journal import StepObserver
 from bastion.engine._plan import Plan, PlannedCall
-from bastion.engine._worker import Worker
+from bastion.engine._worker import Worker, read_health
 
 __all__ = [
     "Agent",
@@ -19,4 +19,5 @@ __all__ = [
     "StepObserver",
     "Worker",
     "default_worker_id",
+    "read_health",
 ]
