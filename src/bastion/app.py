@@ -14,19 +14,21 @@ import threading
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bastion._sandboxing import build_run_python, build_sandbox
 from bastion.config import AgentSettings, Settings
 from bastion.core.errors import ConfigError, InvalidState, SealedDataDestroyed
 from bastion.core.records import Decision, DecisionKind, Run, RunStatus, Step
 from bastion.engine import Agent, Engine, EngineOptions, Limits, StepObserver, Worker
-from bastion.governance.guards import GuardPipeline
 from bastion.governance.sealing import KeyProvider, LocalKeys, Sealing, vault_master_key
 from bastion.models import ModelProvider, ModelRouter, ModelsSettings, build_router
 from bastion.sandbox import Sandbox
 from bastion.store import MIGRATIONS, DeadLetter, Store
 from bastion.tools import Tool, ToolRegistry
+
+if TYPE_CHECKING:  # the guards extra is needed only when guards are configured
+    from bastion.governance.guards import GuardPipeline
 
 T = TypeVar("T")
 
@@ -76,7 +78,7 @@ class Bastion:
         self._extra_providers = dict(providers or {})
         self._observer = observer
         if guards is None and self.settings.guards is not None:
-            guards = GuardPipeline.from_mapping(self.settings.guards)
+            guards = _guard_pipeline(self.settings.guards)
         self.guards = guards
         self._key_provider = key_provider
         self.tools = ToolRegistry(tools)
@@ -319,9 +321,7 @@ class Bastion:
     async def dead_letters(
         self, *, tenant: str | None = None, include_resolved: bool = False
     ) -> list[DeadLetter]:
-        return await self.store.list_dead_letters(
-            tenant=tenant, include_resolved=include_resolved
-        )
+        return await self.store.list_dead_letters(tenant=tenant, include_resolved=include_resolved)
 
     async def decide(
         self,
@@ -411,6 +411,17 @@ class Bastion:
             self._loop_thread.call(self.close())
             self._loop_thread.stop()
             self._loop_thread = None
+
+
+def _guard_pipeline(section: Mapping[str, Any]) -> GuardPipeline:
+    try:
+        from bastion.governance.guards import GuardPipeline
+    except ImportError as exc:
+        raise ConfigError(
+            f"the guards: section needs the guards extra ({exc.name} is not installed)",
+            hint="pip install 'bastion[guards]', or remove the guards: section.",
+        ) from None
+    return GuardPipeline.from_mapping(section)
 
 
 def _router_with_extras(

@@ -7,6 +7,8 @@ nondeterministic.
 
 from __future__ import annotations
 
+import pytest
+
 from bastion.core.records import Decision, RunStatus, StepKind
 from bastion.engine import Agent, Engine, Worker
 from bastion.models import ModelRouter
@@ -78,6 +80,7 @@ async def test_a_recorded_precondition_refusal_replays_even_if_it_would_now_pass
     assert refunded["A1"] == 5
 
 
+@pytest.mark.extras
 async def test_precondition_not_rechecked_when_a_guard_verdict_was_journaled(store: Store) -> None:
     from bastion.governance.guards import GuardPipeline
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.errors import (
     AgentNotFound,
@@ -45,9 +45,11 @@ from bastion.engine._loop import Complete, LoopDeps, RunExecution, Sleep
 from bastion.engine._operations import Operations
 from bastion.engine._plan import run_plan_mode
 from bastion.engine._suspend import Defer, Suspend
-from bastion.governance.guards import GuardPipeline
-from bastion.governance.sealing import Sealing
 from bastion.store import Store
+
+if TYPE_CHECKING:  # guards and sealing need the guards extra: loaded only when configured
+    from bastion.governance.guards import GuardPipeline
+    from bastion.governance.sealing import Sealing
 
 log = logging.getLogger("bastion.engine")
 

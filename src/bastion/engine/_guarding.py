@@ -13,13 +13,15 @@ same placeholders and the run's vault without storing the values in the journal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bastion.core.canonical import digest
 from bastion.core.records import Run, StepKind, WaitReason
 from bastion.engine._journal import Done, Interrupted, Journal
 from bastion.engine._suspend import Suspend
-from bastion.governance.guards import Boundary, Finding, GuardPipeline, ScanContext
+
+if TYPE_CHECKING:  # the guards extra is loaded only when guards are configured
+    from bastion.governance.guards import Boundary, Finding, GuardPipeline, ScanContext
 
 Verdict = Literal["pass", "blocked"]
 
@@ -42,6 +44,8 @@ class Guarding:
         self.journal = journal
 
     def context(self, boundary: Boundary, *, person_text: bool = False) -> ScanContext:
+        from bastion.governance.guards import ScanContext
+
         return ScanContext(
             boundary=boundary,
             tenant_id=self.run.tenant,

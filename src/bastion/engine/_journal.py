@@ -17,13 +17,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.errors import ConcurrentUpdate, NondeterminismError, RunCancelled
 from bastion.core.messages import Usage
 from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepStatus
-from bastion.governance.sealing import RunSeal
 from bastion.store import Store
+
+if TYPE_CHECKING:
+    from bastion.governance.sealing import RunSeal
 
 #: Called at journal points; the crash-recovery tests kill the process from here.
 StepObserver = Callable[[str, Step], Awaitable[None] | None]

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,9 +57,11 @@ from bastion.engine._guarding import Guarding
 from bastion.engine._journal import Done, Fresh, Interrupted, Journal
 from bastion.engine._spec import Effective, effective, initial_spec, is_migration, spec_changed
 from bastion.engine._suspend import Defer, Suspend
-from bastion.governance.guards import GuardPipeline
 from bastion.tools import Tool, ToolContext, ToolError, invoke_tool
 from bastion.tools._invoke import check_preconditions, validate_arguments
+
+if TYPE_CHECKING:  # the guards extra is loaded only when guards are configured
+    from bastion.governance.guards import GuardPipeline
 
 Complete = Callable[[str, ModelRequest], Awaitable[ModelResponse]]
 Sleep = Callable[[float], Awaitable[None]]

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.core.errors import (
     AgentNotFound,
@@ -26,9 +26,11 @@ from bastion.core.records import Decision, Run, RunStatus, Step, StepKind, StepS
 from bastion.engine._agent import Agent
 from bastion.engine._journal import CANCELLED, unseal_step
 from bastion.engine._spec import MIGRATION
-from bastion.governance.sealing import RunSeal, Sealing
 from bastion.store import Store
 from bastion.tools._invoke import validate_arguments
+
+if TYPE_CHECKING:
+    from bastion.governance.sealing import RunSeal, Sealing
 
 log = logging.getLogger("bastion.engine")
 
