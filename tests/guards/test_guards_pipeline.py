@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.governance.guards import (
-    Finding,
     GuardConfigError,
+    GuardFinding,
     GuardPipeline,
     GuardsConfig,
     GuardTripped,
@@ -65,7 +65,7 @@ class _Exploding:
     def name(self) -> str:
         return "pii"
 
-    def scan(self, text: str, context: ScanContext) -> list[Finding]:
+    def scan(self, text: str, context: ScanContext) -> list[GuardFinding]:
         raise RuntimeError("model file corrupt")
 
 

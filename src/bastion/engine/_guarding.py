@@ -21,7 +21,7 @@ from bastion.engine._journal import Done, Interrupted, Journal
 from bastion.engine._suspend import Suspend
 
 if TYPE_CHECKING:  # the guards extra is loaded only when guards are configured
-    from bastion.governance.guards import Boundary, Finding, GuardPipeline, ScanContext
+    from bastion.governance.guards import Boundary, GuardFinding, GuardPipeline, ScanContext
 
 Verdict = Literal["pass", "blocked"]
 
@@ -99,7 +99,7 @@ class Guarding:
         return value
 
 
-def _describe(findings: tuple[Finding, ...] | list[Finding]) -> str:
+def _describe(findings: tuple[GuardFinding, ...] | list[GuardFinding]) -> str:
     """Each finding type with the injection rules that found it, e.g. "PROMPT_INJECTION
     (unvetted_language:de), PERSON" (evidence is safe to show: never the values)."""
     if not findings:

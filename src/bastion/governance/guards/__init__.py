@@ -1,9 +1,10 @@
 """Guards: PII masking, prompt-injection and secret detection at every trust boundary.
 
 Build a ``GuardPipeline`` from the ``guards:`` section of bastion.yaml and call
-``scan(text, ScanContext(boundary=..., tenant_id=..., run_id=...))``; the ``Decision`` says
+``scan(text, ScanContext(boundary=..., tenant_id=..., run_id=...))``; the ``GuardDecision`` says
 allow / log / mask / quarantine / review / block and carries the text that may pass. Each guard
-can also be used alone through the ``Guard`` protocol: ``scan(text, context) -> list[Finding]``.
+can also be used alone through the ``Guard`` protocol:
+``scan(text, context) -> list[GuardFinding]``.
 See docs/guards.md.
 """
 
@@ -25,10 +26,10 @@ from bastion.governance.guards._secrets import SecretGuard
 from bastion.governance.guards._types import (
     BOUNDARIES,
     Boundary,
-    Decision,
-    DecisionKind,
-    Finding,
     Guard,
+    GuardAction,
+    GuardDecision,
+    GuardFinding,
     Mode,
     ScanContext,
 )
@@ -38,13 +39,13 @@ __all__ = [
     "BOUNDARIES",
     "Boundary",
     "CustomPattern",
-    "Decision",
-    "DecisionKind",
     "DenyList",
-    "Finding",
     "Guard",
+    "GuardAction",
     "GuardConfigError",
+    "GuardDecision",
     "GuardError",
+    "GuardFinding",
     "GuardPipeline",
     "GuardTripped",
     "GuardsConfig",

@@ -1,7 +1,8 @@
 """Errors raised by the guards: a failed guard and a tripped guard.
 
 Owns the two error classes and their codes. Does not own deciding when to raise them: the pipeline
-does that (``GuardTripped`` is raised only by callers that ask for it with ``Decision.raise_for``).
+does that (``GuardTripped`` is raised only by callers that ask for it with
+``GuardDecision.raise_for``).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from bastion.governance.guards._normalize import (
     rot13,
 )
 from bastion.governance.guards._text import same_length_lower
-from bastion.governance.guards._types import Boundary, Finding, GuardName, ScanContext
+from bastion.governance.guards._types import Boundary, GuardFinding, GuardName, ScanContext
 
 INDIRECT: frozenset[Boundary] = frozenset({"tool_result", "retrieved_doc"})
 #: Where a user message hands over a document: "Summarize this webpage: '...'", "given this
@@ -76,7 +76,7 @@ def document_span(text: str) -> tuple[int, int] | None:
     return (start, end) if end - start >= _MIN_DOCUMENT else None
 
 
-def _shifted(findings: list[Finding], by: int) -> list[Finding]:
+def _shifted(findings: list[GuardFinding], by: int) -> list[GuardFinding]:
     if not by:
         return findings
     return [dataclasses.replace(f, start=f.start + by, end=f.end + by) for f in findings]
@@ -105,7 +105,7 @@ class InjectionGuard:
     def name(self) -> GuardName:
         return "injection"
 
-    def scan(self, text: str, context: ScanContext | None = None) -> list[Finding]:
+    def scan(self, text: str, context: ScanContext | None = None) -> list[GuardFinding]:
         if not text or not text.strip():
             return []
         ctx = context or ScanContext()
@@ -121,7 +121,7 @@ class InjectionGuard:
         """The combined injection score in [0, 1] (for evaluation and calibration)."""
         return _noisy_or([f.score for f in self._findings(text, context or ScanContext())])
 
-    def _findings(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def _findings(self, text: str, ctx: ScanContext) -> list[GuardFinding]:
         depth = self.config.decode_depth
         if ctx.boundary != "user_input":
             indirect = ctx.boundary in INDIRECT and not ctx.person_text
@@ -131,7 +131,7 @@ class InjectionGuard:
         # document as the indirect text it is.
         doc = document_span(text)
         parts = [(0, text)] if doc is None else [(0, text[: doc[0]]), (doc[1], text[doc[1] :])]
-        found: list[Finding] = []
+        found: list[GuardFinding] = []
         for offset, own in parts:
             if not own.strip():
                 continue
@@ -146,7 +146,7 @@ class InjectionGuard:
 
     def _against_instructions(
         self, text: str, ctx: ScanContext, blobs: tuple[Blob, ...]
-    ) -> list[Finding]:
+    ) -> list[GuardFinding]:
         """User input read against the agent's instructions, when the caller passed them."""
         if not ctx.instructions:
             return []
@@ -160,7 +160,7 @@ class InjectionGuard:
                 out.append(self._finding(bs, be, f"{enc}:{rule}", 0.7, enc))
         return out
 
-    def _unvetted_language(self, text: str) -> list[Finding]:
+    def _unvetted_language(self, text: str) -> list[GuardFinding]:
         """Sentences of a user message in a language the deployment does not vet."""
         if not self._languages:
             return []
@@ -176,11 +176,11 @@ class InjectionGuard:
         depth: int,
         offset: tuple[int, int] | None,
         blobs: tuple[Blob, ...] | None = None,
-    ) -> list[Finding]:
+    ) -> list[GuardFinding]:
         """Findings for ``text``; ``offset`` pins every span to an encoded blob's span."""
         norm, hidden = normalise(text)
         same = len(norm) == len(text)
-        out: list[Finding] = []
+        out: list[GuardFinding] = []
 
         def span(s: int, e: int) -> tuple[int, int]:
             if offset is not None:
@@ -237,7 +237,7 @@ class InjectionGuard:
 
     def _scan_rot13(
         self, text: str, indirect: bool, offset: tuple[int, int] | None
-    ) -> list[Finding]:
+    ) -> list[GuardFinding]:
         flipped = rot13(text).lower()
         out = []
         for rule in triggered_rules(flipped):
@@ -251,8 +251,8 @@ class InjectionGuard:
         return out
 
     @staticmethod
-    def _finding(start: int, end: int, rule: str, score: float, detector: str) -> Finding:
-        return Finding(
+    def _finding(start: int, end: int, rule: str, score: float, detector: str) -> GuardFinding:
+        return GuardFinding(
             start=start,
             end=end,
             type="PROMPT_INJECTION",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bastion.governance.guards._config import MaskStyle
 from bastion.governance.guards._text import IntervalSet
-from bastion.governance.guards._types import Finding
+from bastion.governance.guards._types import GuardFinding
 from bastion.governance.guards._vault import Vault
 
 #: Values shorter than this are not propagated to other occurrences (too many false hits).
@@ -33,7 +33,7 @@ def _is_word_edge(text: str, i: int) -> bool:
     return i <= 0 or i >= len(text) or not (text[i - 1].isalnum() and text[i].isalnum())
 
 
-def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
+def propagate(text: str, findings: Iterable[GuardFinding]) -> list[GuardFinding]:
     """Add a finding for every other whole-word occurrence of each detected value.
 
     One Aho-Corasick pass over the text for all values at once keeps this linear.
@@ -52,14 +52,14 @@ def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
     if not len(automaton):
         return base
     automaton.make_automaton()
-    extra: list[Finding] = []
+    extra: list[GuardFinding] = []
     for end_idx, (length, f) in automaton.iter_long(text):
         i, j = end_idx - length + 1, end_idx + 1
         if not (_is_word_edge(text, i) and _is_word_edge(text, j) and taken.free(i, j)):
             continue
         taken.add(i, j)
         extra.append(
-            Finding(
+            GuardFinding(
                 start=i,
                 end=j,
                 type=f.type,
@@ -72,15 +72,15 @@ def propagate(text: str, findings: Iterable[Finding]) -> list[Finding]:
     return sorted(base + extra, key=lambda f: (f.start, f.end))
 
 
-def _non_overlapping(findings: Iterable[Finding]) -> list[Finding]:
-    out: list[Finding] = []
+def _non_overlapping(findings: Iterable[GuardFinding]) -> list[GuardFinding]:
+    out: list[GuardFinding] = []
     for f in sorted(findings, key=lambda f: (f.start, -f.end)):
         if f.end <= f.start:
             continue
         if out and f.start < out[-1].end:
             if f.end > out[-1].end:  # widen to cover both, keep the first type
                 last = out[-1]
-                out[-1] = Finding(
+                out[-1] = GuardFinding(
                     start=last.start,
                     end=f.end,
                     type=last.type,
@@ -96,7 +96,7 @@ def _non_overlapping(findings: Iterable[Finding]) -> list[Finding]:
 
 def replacements(
     text: str,
-    findings: Iterable[Finding],
+    findings: Iterable[GuardFinding],
     *,
     style: MaskStyle,
     vault: Vault | None,
@@ -129,7 +129,7 @@ def apply(text: str, reps: list[Replacement]) -> str:
 
 def mask_text(
     text: str,
-    findings: Iterable[Finding],
+    findings: Iterable[GuardFinding],
     *,
     style: MaskStyle = "placeholder",
     vault: Vault | None = None,

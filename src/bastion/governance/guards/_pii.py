@@ -29,7 +29,7 @@ from bastion.governance.guards._pii_patterns import (
     find_ssns,
 )
 from bastion.governance.guards._text import resolve_overlaps
-from bastion.governance.guards._types import Finding, GuardName, ScanContext
+from bastion.governance.guards._types import GuardFinding, GuardName, ScanContext
 
 #: Entity types the built-in detectors produce.
 PII_ENTITIES: tuple[str, ...] = (
@@ -61,7 +61,7 @@ PRIORITY: dict[str, int] = {
 }
 _CUSTOM_PRIORITY = 100
 
-Detector = Callable[[str], list[Finding]]
+Detector = Callable[[str], list[GuardFinding]]
 
 
 class PiiGuard:
@@ -110,10 +110,10 @@ class PiiGuard:
         custom += [d.type for d in self.config.deny_lists]
         return tuple(sorted(set(PII_ENTITIES) | set(custom)))
 
-    def scan(self, text: str, context: ScanContext | None = None) -> list[Finding]:
+    def scan(self, text: str, context: ScanContext | None = None) -> list[GuardFinding]:
         if not text:
             return []
-        found: list[Finding] = []
+        found: list[GuardFinding] = []
         for detect in self._detectors:
             found.extend(detect(text))
         if self._ner is not None:
@@ -129,7 +129,7 @@ class PiiGuard:
         return resolve_overlaps(keep, self._priority)
 
 
-def _drop_phones_inside_addresses(found: list[Finding]) -> list[Finding]:
+def _drop_phones_inside_addresses(found: list[GuardFinding]) -> list[GuardFinding]:
     """ "3378 217 Lovers Lane" holds a phone-shaped "3378 217": without phone context words
     (score below 0.75) it is the house number, not a phone."""
     addresses = [f for f in found if f.type == "STREET_ADDRESS"]
@@ -146,7 +146,7 @@ def _drop_phones_inside_addresses(found: list[Finding]) -> list[Finding]:
     ]
 
 
-def _merge_ner(text: str, fast: list[Finding], ner: list[Finding]) -> list[Finding]:
+def _merge_ner(text: str, fast: list[GuardFinding], ner: list[GuardFinding]) -> list[GuardFinding]:
     """Keep the model's names and places where they add to the fast tier, not where they
     contradict it: a span that is not capitalised ("owens", "the White Stripes'") is dropped,
     and one the fast tier typed differently (a known first name the model calls a place) loses
@@ -157,7 +157,7 @@ def _merge_ner(text: str, fast: list[Finding], ner: list[Finding]) -> list[Findi
             continue
         clash = any(g.type != f.type and g.start < f.end and f.start < g.end for g in fast)
         if clash:
-            f = Finding(
+            f = GuardFinding(
                 start=f.start,
                 end=f.end,
                 type=f.type,

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 
 from bastion.governance.guards._text import same_length_lower
-from bastion.governance.guards._types import Finding
+from bastion.governance.guards._types import GuardFinding
 
 _UP = "A-ZÀ-ÖØ-ÞĀ-ĶĹ-ŇŊ-žΑ-ΩΆ-ΏА-ЯЁ"
 _TOKEN_RE = re.compile(r"[^\W\d_][\w'\u2019\-]{0,40}\.?")
@@ -145,8 +145,8 @@ def load_gazetteer() -> Gazetteer:
     )
 
 
-def _finding(start: int, end: int, kind: str, score: float, detector: str) -> Finding:
-    return Finding(
+def _finding(start: int, end: int, kind: str, score: float, detector: str) -> GuardFinding:
+    return GuardFinding(
         start=start,
         end=end,
         type=kind,
@@ -164,7 +164,7 @@ def _sentence_initial(text: str, start: int) -> bool:
     return i < 0 or text[i] in _SENT_END
 
 
-def find_addresses(text: str) -> list[Finding]:
+def find_addresses(text: str) -> list[GuardFinding]:
     spans: list[tuple[int, int]] = []
     for rx in ADDRESS_CORES:
         for m in rx.finditer(text):
@@ -189,7 +189,7 @@ def find_addresses(text: str) -> list[Finding]:
     return [_finding(s, e, "STREET_ADDRESS", 0.8, "address_grammar") for s, e in merged]
 
 
-def find_context_places(text: str) -> list[Finding]:
+def find_context_places(text: str) -> list[GuardFinding]:
     out = []
     for m in _PLACE_CONTEXT.finditer(text):
         start = m.start(1) + (4 if m.group(1).startswith("the ") else 0)
@@ -199,7 +199,7 @@ def find_context_places(text: str) -> list[Finding]:
     return out
 
 
-def find_places(text: str, gaz: Gazetteer) -> list[Finding]:
+def find_places(text: str, gaz: Gazetteer) -> list[GuardFinding]:
     out = []
     low = same_length_lower(text)
     for end_idx, (length, weak) in gaz.places.iter(low):  # type: ignore[attr-defined]
@@ -222,9 +222,9 @@ def find_places(text: str, gaz: Gazetteer) -> list[Finding]:
     return out
 
 
-def find_persons(text: str, gaz: Gazetteer) -> list[Finding]:
+def find_persons(text: str, gaz: Gazetteer) -> list[GuardFinding]:
     """Runs of capitalised tokens scored by name lists, shape and context."""
-    out: list[Finding] = []
+    out: list[GuardFinding] = []
     tokens = [m for m in _TOKEN_RE.finditer(text) if m.group()[0].isupper()]
     i = 0
     while i < len(tokens):
@@ -269,7 +269,9 @@ def _kind(word: str, gaz: Gazetteer) -> str:
     return "U"
 
 
-def _score_run(text: str, run: list[re.Match[str]], gaz: Gazetteer, out: list[Finding]) -> None:
+def _score_run(
+    text: str, run: list[re.Match[str]], gaz: Gazetteer, out: list[GuardFinding]
+) -> None:
     kinds = [_kind(m.group(), gaz) for m in run]
     # Drop leading titles (they are context) and trailing or leading common words.
     lo, hi = 0, len(run)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from bastion.governance.guards._errors import GuardError
-from bastion.governance.guards._types import Finding
+from bastion.governance.guards._types import GuardFinding
 
 _LABELS = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 # A model's span is good evidence but not proof; the fast tier's validated entities outrank it.
@@ -46,8 +46,8 @@ class NerDetector:
     def __init__(self, model: str) -> None:
         self._nlp = _load(model)
 
-    def detect(self, text: str) -> list[Finding]:
-        out: list[Finding] = []
+    def detect(self, text: str) -> list[GuardFinding]:
+        out: list[GuardFinding] = []
         for base in range(0, len(text), _MAX_DOC):
             piece = text[base : base + _MAX_DOC]
             with _LOCK:
@@ -57,7 +57,7 @@ class NerDetector:
                 if kind is None or not ent.text.strip():
                     continue
                 out.append(
-                    Finding(
+                    GuardFinding(
                         start=base + ent.start_char,
                         end=base + ent.end_char,
                         type=kind,

@@ -21,13 +21,13 @@ import phonenumbers
 
 from bastion.governance.guards._config import CustomPattern, DenyList
 from bastion.governance.guards._text import same_length_lower
-from bastion.governance.guards._types import Finding
+from bastion.governance.guards._types import GuardFinding
 
-Detector = Callable[[str], list[Finding]]
+Detector = Callable[[str], list[GuardFinding]]
 
 
-def _finding(start: int, end: int, kind: str, score: float, detector: str) -> Finding:
-    return Finding(
+def _finding(start: int, end: int, kind: str, score: float, detector: str) -> GuardFinding:
+    return GuardFinding(
         start=start,
         end=end,
         type=kind,
@@ -58,7 +58,7 @@ EMAIL_RE = re.compile(
 )
 
 
-def find_emails(text: str) -> list[Finding]:
+def find_emails(text: str) -> list[GuardFinding]:
     out = []
     for m in EMAIL_RE.finditer(text):
         tld = m.group().rsplit(".", 1)[-1]
@@ -86,7 +86,7 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def find_cards(text: str) -> list[Finding]:
+def find_cards(text: str) -> list[GuardFinding]:
     out = []
     for m in CARD_RE.finditer(text):
         raw = m.group()
@@ -127,7 +127,7 @@ def iban_valid(iban: str) -> bool:
     return int(number) % 97 == 1
 
 
-def find_ibans(text: str) -> list[Finding]:
+def find_ibans(text: str) -> list[GuardFinding]:
     out = []
     for m in IBAN_RE.finditer(text):
         compact = m.group().replace(" ", "")
@@ -152,7 +152,7 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
     return f"{area}{group}{serial}" not in {"078051120", "219099999", "123456789"}
 
 
-def find_ssns(text: str) -> list[Finding]:
+def find_ssns(text: str) -> list[GuardFinding]:
     out = []
     for m in SSN_RE.finditer(text):
         area, sep, group, sep2, serial = m.groups()
@@ -180,7 +180,7 @@ VERSION_CONTEXT = _words("version", "ver", "v", "release", "build", "firmware", 
 IP_CONTEXT = _words("ip", "ipv4", "ipv6", "address", "host", "server", "login", "from", "connect")
 
 
-def find_ips(text: str) -> list[Finding]:
+def find_ips(text: str) -> list[GuardFinding]:
     out = []
     for m in IPV4_RE.finditer(text):
         # "v1.2.3.4" and "version 10.0.0.1" are version numbers, not hosts.
@@ -238,7 +238,7 @@ def _possible_phone(cand: str, regions: tuple[str, ...]) -> bool:
     return False
 
 
-def find_phones(text: str, regions: Iterable[str]) -> list[Finding]:
+def find_phones(text: str, regions: Iterable[str]) -> list[GuardFinding]:
     out = []
     regions = tuple(regions)
     for m in PHONE_RE.finditer(text):
@@ -275,7 +275,7 @@ DATE_RE = re.compile(
 DOB_CONTEXT = _words("born", "birth", "birthday", "dob", "d\\.o\\.b\\.?", "b\\.", "birthdate")
 
 
-def find_dobs(text: str) -> list[Finding]:
+def find_dobs(text: str) -> list[GuardFinding]:
     out = []
     for m in DATE_RE.finditer(text):
         if _context(text, m.start(), DOB_CONTEXT, 40):
@@ -289,7 +289,7 @@ def find_dobs(text: str) -> list[Finding]:
 def compile_custom(patterns: Iterable[CustomPattern]) -> Detector:
     compiled = [(p, re.compile(p.pattern), _words(*map(re.escape, p.context))) for p in patterns]
 
-    def detect(text: str) -> list[Finding]:
+    def detect(text: str) -> list[GuardFinding]:
         out = []
         for spec, rx, ctx in compiled:
             for m in rx.finditer(text):
@@ -320,7 +320,7 @@ def compile_deny_lists(lists: Iterable[DenyList]) -> Detector:
     for a, _ in autos:
         a.make_automaton()
 
-    def detect(text: str) -> list[Finding]:
+    def detect(text: str) -> list[GuardFinding]:
         out = []
         for automaton, case_sensitive in autos:
             hay = text if case_sensitive else same_length_lower(text)

@@ -2,7 +2,7 @@
 
 Owns building guards from ``GuardsConfig``, the maximum scan size and chunked scanning with
 overlap, failing closed when a guard raises, the per-guard per-boundary modes, and turning
-findings into one ``Decision`` (masking through the run's vault, quarantine notices). Also owns
+findings into one ``GuardDecision`` (masking through the run's vault, quarantine notices). Also owns
 the per-run vaults in memory (bounded; rebuilt on replay, never stored: what is stored is
 sealed by ``bastion.governance.sealing``).
 Does not own detection logic or policy on when unmasking is allowed.
@@ -29,10 +29,10 @@ from bastion.governance.guards._text import iter_chunks, merge_findings, strip_c
 from bastion.governance.guards._types import (
     SEVERITY,
     Boundary,
-    Decision,
-    DecisionKind,
-    Finding,
     Guard,
+    GuardAction,
+    GuardDecision,
+    GuardFinding,
     Mode,
     ScanContext,
 )
@@ -43,7 +43,7 @@ log = logging.getLogger("bastion.guards")
 #: Runs whose vaults are kept in memory at once; the oldest is dropped first.
 MAX_VAULTS = 10_000
 
-_MODE_TO_KIND: dict[Mode, DecisionKind] = {
+_MODE_TO_KIND: dict[Mode, GuardAction] = {
     "off": "allow",
     "log": "log",
     "mask": "mask",
@@ -53,7 +53,7 @@ _MODE_TO_KIND: dict[Mode, DecisionKind] = {
 }
 
 
-def quarantine_notice(findings: list[Finding]) -> str:
+def quarantine_notice(findings: list[GuardFinding]) -> str:
     """What the model sees instead of a quarantined tool result: the findings, not the text."""
     rules = sorted({f.evidence for f in findings if f.guard == "injection"} or {"guard"})
     kinds = sorted({f.type for f in findings})
@@ -104,12 +104,14 @@ class GuardPipeline:
         }.get(guard)
         return (modes or {}).get(context.boundary, "log")
 
-    def findings(self, text: str, context: ScanContext) -> tuple[list[Finding], list[str], bool]:
+    def findings(
+        self, text: str, context: ScanContext
+    ) -> tuple[list[GuardFinding], list[str], bool]:
         """All findings (chunked, merged), the names of guards that failed, and truncation."""
         cfg = self.config
         truncated = len(text) > cfg.max_scan_chars
         scanned = strip_controls(text[: cfg.max_scan_chars])
-        found: list[Finding] = []
+        found: list[GuardFinding] = []
         errors: list[str] = []
         for guard in self.guards:
             try:
@@ -123,7 +125,7 @@ class GuardPipeline:
 
     def scan_stream(
         self, pieces: Iterable[str], context: ScanContext | None = None
-    ) -> Iterator[Finding]:
+    ) -> Iterator[GuardFinding]:
         """Findings over an unbounded stream (a log, a large file), in absolute offsets.
 
         Text is buffered up to ``chunk_chars``; consecutive windows overlap by
@@ -146,11 +148,11 @@ class GuardPipeline:
 
     def _window(
         self, window: str, base: int, ctx: ScanContext, *, emit_before: int
-    ) -> Iterator[Finding]:
+    ) -> Iterator[GuardFinding]:
         if not window:
             return
         clean = strip_controls(window)
-        found: list[Finding] = []
+        found: list[GuardFinding] = []
         for guard in self.guards:
             try:
                 found.extend(guard.scan(clean, ctx))
@@ -160,13 +162,13 @@ class GuardPipeline:
             if f.start < emit_before:
                 yield _shift(f, base)
 
-    def scan(self, text: str, context: ScanContext | None = None) -> Decision:
+    def scan(self, text: str, context: ScanContext | None = None) -> GuardDecision:
         """Scan ``text`` crossing ``context.boundary`` and decide what may pass."""
         ctx = context or ScanContext()
         if not isinstance(text, str):
             raise GuardError(f"guards scan text, not {type(text).__name__}")
         findings, errors, truncated = self.findings(text, ctx)
-        actions: dict[str, DecisionKind] = {}
+        actions: dict[str, GuardAction] = {}
         for f in findings:
             action = _MODE_TO_KIND[self.mode_for(f.guard, ctx)]
             if SEVERITY[action] > SEVERITY[actions.get(f.guard, "allow")]:
@@ -178,7 +180,7 @@ class GuardPipeline:
             actions["pipeline"] = max(
                 oversize, actions.get("pipeline", "allow"), key=SEVERITY.__getitem__
             )
-        kind: DecisionKind = max(actions.values(), key=SEVERITY.__getitem__, default="allow")
+        kind: GuardAction = max(actions.values(), key=SEVERITY.__getitem__, default="allow")
         # Mask whatever a masking guard found, whatever the final verdict: a reviewer or a log
         # should see the masked form too.
         to_mask = [f for f in findings if actions.get(f.guard) == "mask" and f.guard != "injection"]
@@ -200,7 +202,7 @@ class GuardPipeline:
                 ctx.boundary,
                 extra={"run_id": ctx.run_id, "tenant_id": ctx.tenant_id},
             )
-        return Decision(
+        return GuardDecision(
             kind=kind,
             text=out_text,
             findings=tuple(findings),
@@ -214,7 +216,7 @@ class GuardPipeline:
         not overlapping, whatever the boundaries' modes (what sealing at rest hides). A guard
         that fails raises ``GuardError``: nothing is stored on a partial scan."""
         ctx = ScanContext(boundary="log")
-        found: list[Finding] = []
+        found: list[GuardFinding] = []
         cfg = self.config
         clean = strip_controls(text)
         for guard in self.guards:
@@ -285,10 +287,10 @@ def _derive(key: bytes, purpose: str) -> bytes:
     return derive_key(key, purpose)
 
 
-def _shift(f: Finding, offset: int) -> Finding:
+def _shift(f: GuardFinding, offset: int) -> GuardFinding:
     if not offset:
         return f
-    return Finding(
+    return GuardFinding(
         start=f.start + offset,
         end=f.end + offset,
         type=f.type,

@@ -16,7 +16,7 @@ from collections import Counter
 
 from bastion.governance.guards._config import SecretsConfig
 from bastion.governance.guards._text import resolve_overlaps, same_length_lower
-from bastion.governance.guards._types import Finding, GuardName, ScanContext
+from bastion.governance.guards._types import GuardFinding, GuardName, ScanContext
 
 # (type, pattern, score). A pattern's group 1, when present, is the secret part of the match.
 _TOKEN_PATTERNS: list[tuple[str, str, float]] = [
@@ -108,8 +108,8 @@ def _jwt_valid(token: str) -> bool:
     return isinstance(decoded, dict) and "alg" in decoded
 
 
-def _finding(start: int, end: int, kind: str, score: float, detector: str) -> Finding:
-    return Finding(
+def _finding(start: int, end: int, kind: str, score: float, detector: str) -> GuardFinding:
+    return GuardFinding(
         start=start,
         end=end,
         type=kind,
@@ -130,10 +130,10 @@ class SecretGuard:
     def name(self) -> GuardName:
         return "secrets"
 
-    def scan(self, text: str, context: ScanContext | None = None) -> list[Finding]:
+    def scan(self, text: str, context: ScanContext | None = None) -> list[GuardFinding]:
         if not text:
             return []
-        out: list[Finding] = []
+        out: list[GuardFinding] = []
         for kind, rx, score in _COMPILED:
             for m in rx.finditer(text):
                 g = 1 if rx.groups else 0
@@ -175,11 +175,11 @@ MIN_PROTECTED = 4
 MAX_PROTECTED = 256
 
 
-def find_protected(text: str, values: tuple[str, ...]) -> list[Finding]:
+def find_protected(text: str, values: tuple[str, ...]) -> list[GuardFinding]:
     """Occurrences of protected values, verbatim (case-insensitive, whole words) or squashed:
     compared on letters and digits only, forwards and reversed, so "P i a n o", "p-i-a-n-o"
     and "onaip" are caught. Linear per value (``str.find`` over the text)."""
-    out: list[Finding] = []
+    out: list[GuardFinding] = []
     values = tuple(v for v in values[:MAX_PROTECTED] if len(v.strip()) >= MIN_PROTECTED)
     if not values:
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from bastion.governance.guards._types import Finding
+from bastion.governance.guards._types import GuardFinding
 
 
 def decode_bytes(data: bytes) -> str:
@@ -84,15 +84,15 @@ def iter_chunks(text: str, size: int, overlap: int) -> Iterator[tuple[int, str]]
         start = end - overlap
 
 
-def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
+def merge_findings(findings: Iterable[GuardFinding]) -> list[GuardFinding]:
     """Deduplicate findings from overlapping chunks; same-type overlapping spans are unioned."""
     ordered = sorted(findings, key=lambda f: (f.type, f.start, -f.end))
-    merged: list[Finding] = []
+    merged: list[GuardFinding] = []
     for f in ordered:
         last = merged[-1] if merged else None
         if last is not None and last.type == f.type and f.start < last.end:
             if f.end > last.end or f.score > last.score:
-                merged[-1] = Finding(
+                merged[-1] = GuardFinding(
                     start=last.start,
                     end=max(last.end, f.end),
                     type=last.type,
@@ -124,14 +124,14 @@ class IntervalSet:
         bisect.insort(self._items, (start, end))
 
 
-def resolve_overlaps(findings: list[Finding], priority: dict[str, int]) -> list[Finding]:
+def resolve_overlaps(findings: list[GuardFinding], priority: dict[str, int]) -> list[GuardFinding]:
     """Keep a set of non-overlapping findings: higher priority, then higher score, then longer."""
     ranked = sorted(
         findings,
         key=lambda f: (-priority.get(f.type, 0), -f.score, -(f.end - f.start), f.start),
     )
     taken = IntervalSet()
-    kept: list[Finding] = []
+    kept: list[GuardFinding] = []
     for f in ranked:
         if f.end > f.start and taken.free(f.start, f.end):
             taken.add(f.start, f.end)

@@ -28,8 +28,8 @@ Mode = Literal["off", "log", "mask", "quarantine", "review", "block"]
 
 #: The pipeline's verdict. Ordered by severity: the most severe mode among the guards that found
 #: something wins.
-DecisionKind = Literal["allow", "log", "mask", "quarantine", "review", "block"]
-SEVERITY: dict[DecisionKind, int] = {
+GuardAction = Literal["allow", "log", "mask", "quarantine", "review", "block"]
+SEVERITY: dict[GuardAction, int] = {
     "allow": 0,
     "log": 1,
     "mask": 2,
@@ -63,7 +63,7 @@ class ScanContext:
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
-class Finding:
+class GuardFinding:
     """One detected item. ``start``/``end`` index the scanned text (end exclusive).
 
     ``evidence`` is a short, already-safe description (never the raw secret or PII value) so
@@ -82,7 +82,7 @@ class Finding:
     def span(self) -> tuple[int, int]:
         return (self.start, self.end)
 
-    def overlaps(self, other: Finding) -> bool:
+    def overlaps(self, other: GuardFinding) -> bool:
         return self.start < other.end and other.start < self.end
 
     def to_dict(self) -> dict[str, object]:
@@ -104,11 +104,11 @@ class Guard(Protocol):
     @property
     def name(self) -> GuardName: ...
 
-    def scan(self, text: str, context: ScanContext) -> list[Finding]: ...
+    def scan(self, text: str, context: ScanContext) -> list[GuardFinding]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
-class Decision:
+class GuardDecision:
     """The pipeline's verdict for one text.
 
     ``text`` is the form to forward or show: a notice for quarantine; otherwise the text with
@@ -117,10 +117,10 @@ class Decision:
     to what it asked for; ``errors`` lists guards that failed (the pipeline failed closed).
     """
 
-    kind: DecisionKind
+    kind: GuardAction
     text: str
-    findings: tuple[Finding, ...] = ()
-    actions: dict[str, DecisionKind] = field(default_factory=dict)
+    findings: tuple[GuardFinding, ...] = ()
+    actions: dict[str, GuardAction] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     truncated: bool = False
 
